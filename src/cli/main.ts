@@ -1,0 +1,82 @@
+import { ConnectError } from '@connectrpc/connect';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, loadConfigFile, resolveConfigPath } from '../config/load.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { registerVmCommands, UsageError } from './vm-commands.js';
+
+// `metald serve | config check | vm ...`. Errors print one clear line on
+// stderr and map to the documented exit codes.
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('metald')
+    .description('microVM control plane with security-hardened IPv6 networking')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .option('--api <url>', 'API base URL', process.env.METALD_API ?? 'http://127.0.0.1:8080')
+    .option('--token <token>', 'bearer token (or METALD_TOKEN)', process.env.METALD_TOKEN)
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'));
+
+  program.command('serve')
+    .description('run the daemon')
+    .option('-c, --config <path>', 'config file (else $UNKEY_METALD_CONFIG, else /etc/metald/config.yaml)')
+    .option('-p, --port <port>', 'API port (overrides config `port`)')
+    .action(async (o) => {
+      const { runDaemon } = await import('../daemon/run.js');
+      await runDaemon({ configPath: resolveConfigPath(o.config), port: o.port === undefined ? undefined : parsePort(o.port) });
+    });
+
+  const config = program.command('config').description('configuration tools');
+  config.command('check [file]')
+    .description('validate a config file without starting')
+    .action(async (file?: string) => {
+      const path = resolveConfigPath(file);
+      const { warnings } = await loadConfigFile(path);
+      for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stdout.write(`${path}: OK\n`);
+    });
+
+  registerVmCommands(program, () => program.opts());
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT.ok;
+  } catch (err) {
+    return report(err);
+  }
+}
+
+function parsePort(s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--port: ${JSON.stringify(s)} is not a port (1-65535)`);
+  return n;
+}
+
+function report(err: unknown): number {
+  if (err instanceof CommanderError) {
+    return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  }
+  if (err instanceof ConfigError) {
+    process.stderr.write(`config error:\n${err.message}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof UsageError) {
+    process.stderr.write(`error: ${err.message}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof ConnectError) {
+    process.stderr.write(`error: ${err.rawMessage} (${codeName(err)})\n`);
+    return exitCodeFor(err);
+  }
+  process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+  return EXIT.error;
+}
+
+function codeName(err: ConnectError): string {
+  return String(err.code).replace(/^\d+$/, (c) => CODE_NAMES[Number(c)] ?? c);
+}
+
+const CODE_NAMES: Record<number, string> = {
+  1: 'canceled', 2: 'unknown', 3: 'invalid_argument', 4: 'deadline_exceeded', 5: 'not_found', 6: 'already_exists',
+  7: 'permission_denied', 8: 'resource_exhausted', 9: 'failed_precondition', 10: 'aborted', 11: 'out_of_range',
+  12: 'unimplemented', 13: 'internal', 14: 'unavailable', 15: 'data_loss', 16: 'unauthenticated',
+};

@@ -1,0 +1,139 @@
+import type { VmBackend } from '../backends/backend.js';
+import { SandboxBackend } from '../backends/sandbox/sandbox-backend.js';
+import { Authenticator } from '../api/auth.js';
+import { ApiServer } from '../api/server.js';
+import { RpcEnvelope, type RpcObserver } from '../api/envelope.js';
+import { createFastReads } from '../api/fast-reads.js';
+import { VmReads } from '../api/vm-reads.js';
+import { registerVmService } from '../api/vm-service.js';
+import { allBridges, allPools, type MetaldConfig } from '../config/schema.js';
+import { parsePrefix } from '../core/net/ipv6.js';
+import type { ValidationContext } from '../core/vm/validate.js';
+import { VmManager } from '../lifecycle/manager.js';
+import { Reconciler } from '../lifecycle/reconciler.js';
+import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
+import type { Logger } from '../observability/logger.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Store } from '../store/store.js';
+
+// Wires the adapters to the core. Nothing here decides policy: it builds
+// the pieces from config, reconciles once, then serves.
+
+export interface DaemonOptions {
+  /** Overrides config `port` (the blue-green `--port`). */
+  port?: number;
+  log: Logger;
+  /** Periodic reconcile; 0 disables (tests drive it by hand). */
+  reconcileIntervalMs?: number;
+}
+
+export class Daemon {
+  private timer?: NodeJS.Timeout;
+
+  private constructor(
+    readonly config: MetaldConfig,
+    readonly store: Store,
+    readonly backend: VmBackend,
+    readonly manager: VmManager,
+    readonly reconciler: Reconciler,
+    readonly api: ApiServer,
+    readonly address: { host: string; port: number },
+    private readonly log: Logger,
+  ) {}
+
+  static async start(cfg: MetaldConfig, opts: DaemonOptions): Promise<Daemon> {
+    const log = opts.log;
+    const auth = buildAuth(cfg, log);
+    const backend = buildBackend(cfg);
+    const store = SqliteStore.open(cfg.data_dir);
+    try {
+      await backend.start();
+      const network: NetworkPlane = new UnmanagedNetworkPlane();
+      const manager = new VmManager(store, backend, network, {
+        instanceName: cfg.instance_name,
+        maxVms: cfg.max_vms,
+        defaultShutdownTimeoutMs: cfg.shutdown_timeout,
+        validation: validationContext(cfg),
+      }, log);
+      const reconciler = new Reconciler(store, backend, network, manager, log);
+      const report = await reconciler.reconcileAll();
+      log.info({ ...report }, 'start-up reconcile done');
+      await manager.loadIndexes();
+
+      const observer: RpcObserver = {
+        onRpc: () => {},
+        onInternalError: (method, err) => log.error({ method, err: err instanceof Error ? err.stack : String(err) }, 'internal error'),
+      };
+      const envelope = new RpcEnvelope(auth, observer);
+      const api = new ApiServer({
+        host: cfg.listen_address,
+        port: opts.port ?? cfg.port,
+        routes: (router) => registerVmService(router, manager, envelope),
+        fastPath: createFastReads(new VmReads(manager), envelope),
+        tls: cfg.tls ? { certFile: cfg.tls.cert_file, keyFile: cfg.tls.key_file } : undefined,
+      });
+      const address = await api.listen();
+      const d = new Daemon(cfg, store, backend, manager, reconciler, api, address, log);
+      d.schedule(opts.reconcileIntervalMs ?? 10_000);
+      log.info({ address, backend: backend.name, data_dir: cfg.data_dir, tls: !!cfg.tls }, 'metald serving');
+      return d;
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
+
+  private schedule(intervalMs: number): void {
+    if (intervalMs <= 0) return;
+    const tick = async () => {
+      try {
+        await this.reconciler.reconcileAll();
+      } catch (err) {
+        this.log.error({ err: String(err) }, 'periodic reconcile failed');
+      }
+      this.timer = setTimeout(tick, intervalMs).unref();
+    };
+    this.timer = setTimeout(tick, intervalMs).unref();
+  }
+
+  /** Stops serving; VMs keep running (the next start adopts them). */
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.api.close();
+    await this.backend.stop();
+    await this.store.close();
+  }
+}
+
+function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {
+  if (cfg.auth.mode === 'none') {
+    log.warn({ listen_address: cfg.listen_address }, 'authentication is DISABLED (auth.mode: none): every caller is admin');
+  } else if (cfg.auth.tokens.length === 0) {
+    throw new Error('auth.tokens is empty: add at least one token (see docs/config.md), or set auth.mode: none explicitly');
+  }
+  return new Authenticator(cfg.auth.mode, cfg.auth.tokens, (f) =>
+    log.warn({ security_event: 'auth_failure', reason: f.reason }, 'authentication failed'));
+}
+
+function buildBackend(cfg: MetaldConfig): VmBackend {
+  switch (cfg.backend) {
+    case 'sandbox':
+      return new SandboxBackend({
+        instanceName: cfg.instance_name,
+        dataplaneNetns: cfg.dataplane?.netns,
+        guestCommand: cfg.sandbox.guest_command,
+      });
+    default:
+      throw new Error(`backend "${cfg.backend}" is not available in this build yet; use backend: "sandbox"`);
+  }
+}
+
+export function validationContext(cfg: MetaldConfig): ValidationContext {
+  return {
+    bridges: allBridges(cfg).map((b) => ({ name: b.name, mtu: b.mtu })),
+    enableVlans: cfg.ipv6?.enable_vlans ?? false,
+    defaultVlan: cfg.ipv6?.default_vlan,
+    managementVlan: cfg.ipv6?.management_vlan,
+    poolPrefixes: allPools(cfg).map((p) => parsePrefix(p.prefix)),
+  };
+}

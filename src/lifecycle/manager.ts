@@ -1,0 +1,292 @@
+import { fromJson, toJson } from '@bufbuild/protobuf';
+import type { BackendHandle, BackendVmSpec, VmBackend } from '../backends/backend.js';
+import { invalidArgument, MetaldError, notFound, resourceExhausted } from '../core/errors.js';
+import { canSee, type Principal } from '../core/principal.js';
+import { deriveMac, generateVmId, hostDeviceName, validateVmId } from '../core/vm/ids.js';
+import type { NicRecord, VmRecord, VmStateName } from '../core/vm/record.js';
+import { assertOperation, assertTransition, type VmOperation } from '../core/vm/state.js';
+import { planCreate, type ValidationContext } from '../core/vm/validate.js';
+import { VmConfigSchema, type VmConfig } from '../gen/vmprovisioner/v1/vm_pb.js';
+import type { NetworkPlane } from '../network/plane.js';
+import type { Store, VmQuery } from '../store/store.js';
+import { KeyedMutex } from './keyed-mutex.js';
+
+/** Not a valid VM id, so it can never collide with one. */
+const CAPACITY_KEY = '#capacity';
+
+export interface ManagerOptions {
+  instanceName: string;
+  maxVms: number;
+  defaultShutdownTimeoutMs: number;
+  validation: ValidationContext;
+  now?: () => Date;
+}
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/**
+ * The VM lifecycle: validates, records every step durably before and after
+ * touching the backend and the network plane, and serialises calls per VM.
+ */
+export class VmManager {
+  private readonly lock = new KeyedMutex();
+  private readonly usedHostDevices = new Set<string>();
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly store: Store,
+    private readonly backend: VmBackend,
+    private readonly network: NetworkPlane,
+    private readonly opts: ManagerOptions,
+    private readonly log: Logger,
+  ) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** Index host device names already in use (call once after recovery). */
+  async loadIndexes(): Promise<void> {
+    this.usedHostDevices.clear();
+    const { vms } = await this.store.listVms({});
+    for (const vm of vms) for (const n of vm.nics) this.usedHostDevices.add(n.hostDevice);
+  }
+
+  async create(principal: Principal, requestedId: string, config: VmConfig | undefined): Promise<VmRecord> {
+    const id = requestedId ? validateVmId(requestedId) : generateVmId();
+    if (principal.kind === 'tenant' && config && config.tenantId === '') config.tenantId = principal.tenantId;
+    const plan = planCreate(config, this.opts.validation);
+    if (principal.kind === 'tenant' && plan.tenantId !== principal.tenantId) {
+      throw new MetaldError('permission_denied', `tenant ${principal.tenantId} may not create VMs for tenant ${plan.tenantId}`, 'config.tenant_id');
+    }
+    return this.lock.run(id, async () => {
+      if (await this.store.getVm(id)) throw new MetaldError('already_exists', `VM ${id} already exists`, 'vm_id');
+      return this.createLocked(id, plan, config!);
+    });
+  }
+
+  private async createLocked(id: string, plan: ReturnType<typeof planCreate>, config: VmConfig): Promise<VmRecord> {
+    const nics: NicRecord[] = plan.nics.map((n) => ({
+      id: n.id,
+      hostDevice: this.claimHostDevice(id, n.id),
+      mac: n.mac || deriveMac(this.opts.instanceName, id, n.id),
+      bridge: n.bridge,
+      vlanId: n.vlanId,
+      ipv6Address: n.ipv6Address,
+      ipv6Gateway: n.ipv6Gateway,
+    }));
+    const ts = this.now().toISOString();
+    let vm: VmRecord = {
+      id,
+      tenantId: plan.tenantId,
+      state: 'creating',
+      isolated: false,
+      isolationReason: '',
+      isolatedAt: null,
+      config: toJson(VmConfigSchema, config, { useProtoFieldName: true }) as VmRecord['config'],
+      backend: this.backend.name,
+      backendState: {},
+      failureReason: '',
+      nics,
+      createdAt: ts,
+      updatedAt: ts,
+      revision: 1,
+    };
+    // Recorded before any kernel work: a crash from here on is found and
+    // rolled back by recovery. Count-and-insert is one critical section
+    // across all VMs so concurrent creates cannot overshoot max_vms.
+    await this.lock.run(CAPACITY_KEY, async () => {
+      const count = await this.store.countVms();
+      if (count >= this.opts.maxVms) {
+        throw resourceExhausted(`max_vms (${this.opts.maxVms}) reached`, { limit: this.opts.maxVms });
+      }
+      await this.store.commit([{ op: 'putVm', vm }]);
+    }).catch((err) => {
+      for (const n of nics) this.usedHostDevices.delete(n.hostDevice);
+      throw err;
+    });
+    let handle: BackendHandle | undefined;
+    try {
+      handle = await this.backend.create(this.specOf(vm));
+      await this.network.ensureVm(vm);
+      vm = await this.write(vm, { state: 'created', backendState: handle });
+      this.log.info({ vm_id: id, tenant_id: vm.tenantId }, 'vm created');
+      return vm;
+    } catch (err) {
+      await this.rollbackCreate(vm, handle).catch((e) =>
+        this.log.error({ vm_id: id, err: String(e) }, 'rollback of failed create incomplete; recovery will retry'),
+      );
+      throw err;
+    }
+  }
+
+  /** Undo a create that did not finish: no tap, rule, address or row remains. */
+  async rollbackCreate(vm: VmRecord, handle: BackendHandle | undefined): Promise<void> {
+    await this.network.removeVm(vm);
+    await this.backend.delete(vm.id, handle ?? vm.backendState);
+    await this.store.commit([{ op: 'deleteVm', id: vm.id }]);
+    for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+  }
+
+  private claimHostDevice(vmId: string, nicId: string): string {
+    for (let salt = 0; ; salt++) {
+      const name = hostDeviceName(this.opts.instanceName, vmId, nicId, salt);
+      if (!this.usedHostDevices.has(name)) {
+        this.usedHostDevices.add(name);
+        return name;
+      }
+    }
+  }
+
+  specOf(vm: VmRecord): BackendVmSpec {
+    const config = this.configOf(vm);
+    return {
+      id: vm.id,
+      vcpuCount: config.cpu?.vcpuCount || 1,
+      memoryBytes: config.memory?.sizeBytes || 128n * 1024n * 1024n,
+      kernelPath: config.boot?.kernelPath ?? '',
+      kernelArgs: config.boot?.kernelArgs ?? '',
+      initrdPath: config.boot?.initrdPath ?? '',
+      drives: config.storage.map((d, i) => ({ id: d.id || `drive${i}`, path: d.path, readOnly: d.readOnly, isRoot: d.isRootDevice })),
+      nics: vm.nics.map((n) => ({
+        id: n.id,
+        hostDevice: n.hostDevice,
+        mac: n.mac,
+        mtu: this.opts.validation.bridges.find((b) => b.name === n.bridge)?.mtu ?? 1500,
+        ipv6Address: n.ipv6Address,
+        ipv6Gateway: n.ipv6Gateway,
+      })),
+    };
+  }
+
+  configOf(vm: VmRecord): VmConfig {
+    return fromJson(VmConfigSchema, vm.config, { ignoreUnknownFields: true });
+  }
+
+  async get(principal: Principal, id: string): Promise<VmRecord> {
+    validateVmId(id);
+    const vm = await this.store.getVm(id);
+    if (!vm || !canSee(principal, vm.tenantId)) throw notFound(`VM ${id}`);
+    return vm;
+  }
+
+  async list(principal: Principal, q: { tenantId?: string; states?: VmStateName[]; afterId?: string; limit: number }) {
+    const query: VmQuery = { states: q.states, afterId: q.afterId, limit: q.limit };
+    if (principal.kind === 'tenant') {
+      if (q.tenantId && q.tenantId !== principal.tenantId) {
+        throw new MetaldError('permission_denied', 'a tenant may only list its own VMs', 'tenant_id');
+      }
+      query.tenantId = principal.tenantId;
+    } else if (q.tenantId) query.tenantId = q.tenantId;
+    return this.store.listVms(query);
+  }
+
+  boot(p: Principal, id: string) {
+    return this.step(p, id, 'boot', async (vm) => {
+      vm = await this.write(vm, { state: 'booting', failureReason: '' });
+      const handle = await this.failOnError(vm, () => this.backend.boot(this.specOf(vm), vm.backendState));
+      return this.write(vm, { state: 'running', backendState: handle });
+    });
+  }
+
+  shutdown(p: Principal, id: string, force: boolean, timeoutMs: number) {
+    return this.step(p, id, 'shutdown', async (vm) => {
+      vm = await this.write(vm, { state: 'shutting_down' });
+      const t = timeoutMs || this.opts.defaultShutdownTimeoutMs;
+      const handle = await this.failOnError(vm, () => this.backend.shutdown(vm.backendState, { force, timeoutMs: t }));
+      return this.write(vm, { state: 'shutdown', backendState: handle });
+    });
+  }
+
+  pause(p: Principal, id: string) {
+    return this.step(p, id, 'pause', async (vm) =>
+      this.write(vm, { state: 'paused', backendState: await this.backend.pause(vm.backendState) }));
+  }
+
+  resume(p: Principal, id: string) {
+    return this.step(p, id, 'resume', async (vm) =>
+      this.write(vm, { state: 'running', backendState: await this.backend.resume(vm.backendState) }));
+  }
+
+  reboot(p: Principal, id: string, force: boolean) {
+    return this.step(p, id, 'reboot', async (vm) => {
+      vm = await this.write(vm, { state: 'booting' });
+      const handle = await this.failOnError(vm, () =>
+        this.backend.reboot(this.specOf(vm), vm.backendState, { force, timeoutMs: this.opts.defaultShutdownTimeoutMs }));
+      return this.write(vm, { state: 'running', backendState: handle });
+    });
+  }
+
+  delete(p: Principal, id: string) {
+    return this.step(p, id, 'delete', async (vm) => {
+      vm = await this.write(vm, { state: 'deleting' });
+      await this.finishDelete(vm);
+      return vm;
+    });
+  }
+
+  /** Used by delete and by recovery of an interrupted delete. */
+  async finishDelete(vm: VmRecord): Promise<void> {
+    await this.network.removeVm(vm);
+    await this.backend.delete(vm.id, vm.backendState);
+    await this.store.commit([{ op: 'deleteVm', id: vm.id }]);
+    for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+    this.log.info({ vm_id: vm.id, tenant_id: vm.tenantId }, 'vm deleted');
+  }
+
+  isolate(p: Principal, id: string, reason: string) {
+    return this.step(p, id, 'isolate', async (vm) => {
+      if (reason.length > 1024) throw invalidArgument('reason', 'longer than 1024 characters');
+      // Durable intent first: if enforcing fails, reconcile keeps retrying it.
+      vm = await this.write(vm, { isolated: true, isolationReason: reason || 'unspecified', isolatedAt: this.now().toISOString() });
+      await this.network.applyIsolation(vm);
+      this.log.warn({ vm_id: id, tenant_id: vm.tenantId, reason: vm.isolationReason, security_event: 'vm_isolated' }, 'vm isolated');
+      return vm;
+    });
+  }
+
+  unisolate(p: Principal, id: string) {
+    return this.step(p, id, 'unisolate', async (vm) => {
+      vm = await this.write(vm, { isolated: false, isolationReason: '', isolatedAt: null });
+      await this.network.applyIsolation(vm);
+      this.log.warn({ vm_id: id, tenant_id: vm.tenantId, security_event: 'vm_unisolated' }, 'vm unisolated');
+      return vm;
+    });
+  }
+
+  private step(p: Principal, id: string, op: VmOperation, fn: (vm: VmRecord) => Promise<VmRecord>): Promise<VmRecord> {
+    validateVmId(id);
+    return this.lock.run(id, async () => {
+      const vm = await this.get(p, id);
+      assertOperation(id, op, vm.state);
+      return fn(vm);
+    });
+  }
+
+  /** Runs a backend step; a failure leaves the VM FAILED with the reason, then rethrows. */
+  private async failOnError<T>(vm: VmRecord, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      await this.write(vm, { state: 'failed', failureReason: reason.slice(0, 2000) });
+      throw new MetaldError('internal', `backend failed: ${reason}`);
+    }
+  }
+
+  /** Commit a new revision of the VM (durable before returning). */
+  async write(vm: VmRecord, patch: Partial<VmRecord>): Promise<VmRecord> {
+    if (patch.state && patch.state !== vm.state) assertTransition(vm.id, vm.state, patch.state);
+    const next: VmRecord = { ...vm, ...patch, revision: vm.revision + 1, updatedAt: this.now().toISOString() };
+    await this.store.commit([{ op: 'putVm', vm: next }]);
+    return next;
+  }
+
+  /** Run fn under the VM's lock (recovery and reconcile use it too). */
+  withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(id, fn);
+  }
+}
+

@@ -1,0 +1,84 @@
+import { createClient, type Client, type Interceptor, type Transport } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
+import { Authenticator, type TokenEntry } from '../../src/api/auth.js';
+import { ApiServer } from '../../src/api/server.js';
+import { RpcEnvelope } from '../../src/api/envelope.js';
+import { createFastReads } from '../../src/api/fast-reads.js';
+import { VmReads } from '../../src/api/vm-reads.js';
+import { registerVmService } from '../../src/api/vm-service.js';
+import { parsePrefix } from '../../src/core/net/ipv6.js';
+import { VmService } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
+import { VmManager } from '../../src/lifecycle/manager.js';
+import { UnmanagedNetworkPlane } from '../../src/network/plane.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import type { Store } from '../../src/store/store.js';
+import { FakeBackend } from './fake-backend.js';
+
+export const TOKENS = {
+  admin: 'admin-token-0123456789abcdef',
+  customer: 'test-customer-token-0123456789',
+  other: 'other-tenant-token-0123456789ab',
+};
+
+export const silentLog = { info() {}, warn() {}, error() {} };
+
+export interface Harness {
+  url: string;
+  backend: FakeBackend;
+  store: Store;
+  manager: VmManager;
+  authFailures: string[];
+  client(token?: string, kind?: 'connect' | 'grpc' | 'grpc-web' | 'connect-binary'): Client<typeof VmService>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(opts: { maxVms?: number; authMode?: 'tokens' | 'none'; store?: Store; fastPath?: boolean } = {}): Promise<Harness> {
+  const store = opts.store ?? new MemoryStore();
+  const backend = new FakeBackend();
+  const manager = new VmManager(store, backend, new UnmanagedNetworkPlane(), {
+    instanceName: 'mtdtest',
+    maxVms: opts.maxVms ?? 1000,
+    defaultShutdownTimeoutMs: 1000,
+    validation: {
+      bridges: [{ name: 'br-prod', mtu: 1500 }, { name: 'br-shared', mtu: 9000 }],
+      enableVlans: true,
+      defaultVlan: 100,
+      managementVlan: 1,
+      poolPrefixes: [parsePrefix('2600:beef:1000::/44'), parsePrefix('fd00:10::/48')],
+    },
+  }, silentLog);
+  const tokens: TokenEntry[] = [
+    { token: TOKENS.admin, role: 'admin', name: 'ops' },
+    { token: TOKENS.customer, tenant_id: 'test-customer' },
+    { token: TOKENS.other, tenant_id: 'other-tenant' },
+  ];
+  const authFailures: string[] = [];
+  const auth = new Authenticator(opts.authMode ?? 'tokens', tokens, (f) => authFailures.push(f.reason));
+  const envelope = new RpcEnvelope(auth, { onRpc() {}, onInternalError(_m, e) { console.error(e); } });
+  const server = new ApiServer({
+    host: '127.0.0.1',
+    port: 0,
+    routes: (r) => registerVmService(r, manager, envelope),
+    fastPath: opts.fastPath === false ? undefined : createFastReads(new VmReads(manager), envelope),
+  });
+  const { port } = await server.listen();
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    backend,
+    store,
+    manager,
+    authFailures,
+    client(token, kind = 'connect') {
+      const interceptors: Interceptor[] = token
+        ? [(next) => async (req) => { req.header.set('authorization', `Bearer ${token}`); return next(req); }]
+        : [];
+      let t: Transport;
+      if (kind === 'grpc') t = createGrpcTransport({ baseUrl: url, interceptors });
+      else if (kind === 'grpc-web') t = createGrpcWebTransport({ baseUrl: url, httpVersion: '1.1', interceptors });
+      else t = createConnectTransport({ baseUrl: url, httpVersion: '1.1', useBinaryFormat: kind === 'connect-binary', interceptors });
+      return createClient(VmService, t);
+    },
+    close: () => server.close(),
+  };
+}
