@@ -25,12 +25,23 @@ export async function main(argv: string[]): Promise<number> {
       await runDaemon({ configPath: resolveConfigPath(o.config), port: o.port === undefined ? undefined : parsePort(o.port) });
     });
 
+  program.command('quickstart')
+    .description('run metald on the embedded default config (sandbox VMs, data plane in its own network namespace)')
+    .option('-p, --port <port>', 'API port', '8080')
+    .option('--data-dir <dir>', 'state directory (default ./.metald/data)')
+    .option('--netns <name>', 'data-plane network namespace (default metald-dp)')
+    .option('--instance <name>', 'instance name (default metald)')
+    .action(async (o) => {
+      const { runQuickstart } = await import('../daemon/run.js');
+      await runQuickstart({ port: parsePort(o.port), dataDir: o.dataDir, netns: o.netns, instance: o.instance });
+    });
+
   const config = program.command('config').description('configuration tools');
   config.command('check [file]')
     .description('validate a config file without starting')
     .action(async (file?: string) => {
       const path = resolveConfigPath(file);
-      const { warnings } = await loadConfigFile(path);
+      const { warnings } = loadConfigFile(path);
       for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(`${path}: OK\n`);
     });

@@ -165,6 +165,9 @@ export function configSchema(opts: SchemaOptions = {}) {
         .refine((s) => INSTANCE_NAME.test(s), {
           error: (iss) => `${JSON.stringify(iss.input)} is not a valid instance name (1-16 chars of a-z 0-9 -, starting with a letter)`,
         })
+        // VM namespaces are "<instance>-vm-<id>": an instance "a-vm-b" would
+        // own the namespaces of instance "a".
+        .refine((s) => !s.includes('-vm'), { error: 'may not contain "-vm" (it would clash with VM namespace names of another instance)' })
         .default('metald'),
       backend: z.enum(BACKENDS).default('firecracker'),
       data_dir: nonEmpty.default('/var/lib/metald'),

@@ -43,6 +43,9 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
 /** Start a long-lived process that outlives metald (own session, no stdio). */
 export function spawnDetached(file: string, args: readonly string[]): number {
   const child = spawn(file, args as string[], { detached: true, stdio: 'ignore' });
+  // A missing program is reported asynchronously as 'error'; unhandled, it
+  // would crash the daemon. pid is undefined in that case, so we throw here.
+  child.on('error', () => {});
   child.unref();
   if (child.pid === undefined) throw new Error(`could not start ${file}`);
   return child.pid;

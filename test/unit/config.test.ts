@@ -264,6 +264,7 @@ const BAD: [string, string, string][] = [
   ['fractional max_vms', 'max_vms: 2.5\n', 'max_vms (line 1): must be an integer ≥ 1, got 2.5'],
   ['bad backend', 'backend: docker\n', 'backend (line 1): must be one of "firecracker", "qemu", "sandbox", got "docker"'],
   ['bad instance name', 'instance_name: Metald_1\n', 'instance_name (line 1): "Metald_1" is not a valid instance name (1-16 chars of a-z 0-9 -, starting with a letter)'],
+  ['instance name clashing with VM namespaces', 'instance_name: a-vm-b\n', 'instance_name (line 1): may not contain "-vm" (it would clash with VM namespace names of another instance)'],
   ['bad netns name', 'dataplane:\n  netns: "../etc"\n', 'dataplane.netns (line 2): "../etc" is not a valid network namespace name (1-63 chars of A-Z a-z 0-9 _ . -)'],
   ['bad listen address', 'listen_address: localhost\n', 'listen_address (line 1): "localhost" is not an IP address'],
   ['metrics port collides with API', 'listen_address: "::"\nport: 9464\n', 'metrics_address: 127.0.0.1:9464 collides with the API listener :: port 9464'],

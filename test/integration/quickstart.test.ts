@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, it } from 'node:test';
+
+// The README's first command ends in `metald quickstart`: it must start on the
+// embedded config and print a curl call that works as printed.
+
+const tag = Math.random().toString(16).slice(2, 6);
+const instance = `mtdqs${tag}`;
+const netns = `mtdtest-qs-${tag}`;
+const dataDir = mkdtempSync(join(tmpdir(), 'metald-qs-'));
+let child: ChildProcess | undefined;
+
+after(() => {
+  child?.kill('SIGKILL');
+  for (const ns of execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]!)) {
+    if (ns.startsWith(instance) || ns === netns) {
+      try { execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean).forEach((p) => process.kill(Number(p), 'SIGKILL')); } catch {}
+      try { execFileSync('ip', ['netns', 'del', ns]); } catch {}
+    }
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+it('quickstart serves the embedded config and its printed curl call works', async () => {
+  const port = await freePort();
+  child = spawn(process.execPath, ['bin/metald.js', 'quickstart', '--port', String(port), '--data-dir', dataDir, '--netns', netns, '--instance', instance], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let banner = '';
+  child.stderr!.on('data', (d) => (banner += d));
+  const deadline = Date.now() + 30_000;
+  while (!banner.includes("-d '") || !/\n\s*}'\n/.test(banner)) {
+    assert.ok(Date.now() < deadline, `no banner: ${banner}`);
+    assert.equal(child.exitCode, null, `quickstart exited: ${banner}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const url = /curl -sS -X POST (\S+) /.exec(banner)![1]!;
+  const body = banner.slice(banner.indexOf("-d '") + 4, banner.search(/}'\n/) + 1);
+  const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+  const json = await res.json() as { vmId: string; state: string };
+  assert.equal(res.status, 200, JSON.stringify(json));
+  assert.equal(json.state, 'VM_STATE_CREATED');
+  const nsList = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  assert.ok(nsList.includes(`${instance}-vm-${json.vmId}`), 'the VM has its namespace');
+  assert.ok(nsList.includes(netns), 'the data plane namespace exists');
+  const del = await fetch(url.replace('CreateVm', 'DeleteVm'), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ vm_id: json.vmId }) });
+  assert.equal(del.status, 200);
+});
