@@ -21,7 +21,7 @@ if (kind === 'metald') {
   const store = SqliteStore.open(arg!);
   const manager = new VmManager(store, new FakeBackend(), new UnmanagedNetworkPlane(), {
     instanceName: 'bench', maxVms: 100_000, defaultShutdownTimeoutMs: 1000,
-    validation: { bridges: [], enableVlans: false, defaultVlan: undefined, managementVlan: undefined, poolPrefixes: [] },
+    validation: { bridges: [], enableVlans: false, defaultVlan: undefined, managementVlan: undefined, poolPrefixes: [], defaultSourceGuard: true },
   }, silent);
   const auth = new Authenticator('tokens', [{ token: 'bench-admin-token-0123456789', role: 'admin' }]);
   const envelope = new RpcEnvelope(auth, { onRpc() {}, onInternalError() {} });

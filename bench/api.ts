@@ -33,7 +33,7 @@ export function record(i: number): VmRecord {
     },
     backend: 'fake', backendState: { pid: 1000 + i }, failureReason: '',
     nics: [{ id: 'eth0', hostDevice: `mbch${String(i).padStart(11, '0')}`, mac: '02:00:00:00:00:01', bridge: 'br-prod', vlanId: 100,
-      ipv6Address: `2600:beef:1000:100::${(i + 16).toString(16)}/64`, ipv6Gateway: '2600:beef:1000:100::1' }],
+      ipv6Address: `2600:beef:1000:100::${(i + 16).toString(16)}/64`, ipv6Gateway: '2600:beef:1000:100::1', ipv6Allocation: `2600:beef:1000:100::${(i + 16).toString(16)}/128` }],
     createdAt: ts, updatedAt: ts, revision: 1,
   };
 }

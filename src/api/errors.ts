@@ -1,4 +1,7 @@
 import { Code, ConnectError } from '@connectrpc/connect';
+import { BadRequestSchema, RetryInfoSchema } from '../gen/google/rpc/error_details_pb.js';
+
+type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
 import { MetaldError, type ErrorKind } from '../core/errors.js';
 import { StoreConflictError } from '../store/store.js';
 
@@ -18,10 +21,20 @@ const CODES: Record<ErrorKind, Code> = {
 export function toConnectError(err: unknown, onInternal: (e: unknown) => void): ConnectError {
   if (err instanceof ConnectError) return err;
   if (err instanceof MetaldError) {
+    // The field path is in the message for people, and in a standard
+    // BadRequest detail for programs; a retry delay goes into RetryInfo and
+    // the HTTP Retry-After header.
     const metadata = new Headers();
-    if (err.field) metadata.set('metald-field', err.field);
-    for (const [k, v] of Object.entries(err.detail ?? {})) metadata.set(`metald-${k.toLowerCase()}`, String(v));
-    return new ConnectError(err.message, CODES[err.kind], metadata);
+    const details: OutgoingDetail[] = [];
+    if (err.field) {
+      details.push({ desc: BadRequestSchema, value: { fieldViolations: [{ field: err.field, description: err.message.slice(err.field.length + 2) }] } });
+    }
+    const retry = err.detail?.retryAfterSeconds;
+    if (typeof retry === 'number') {
+      metadata.set('retry-after', String(Math.ceil(retry)));
+      details.push({ desc: RetryInfoSchema, value: { retryDelay: { seconds: BigInt(Math.ceil(retry)) } } });
+    }
+    return new ConnectError(err.message, CODES[err.kind], metadata, details);
   }
   if (err instanceof StoreConflictError) {
     return new ConnectError('the VM changed concurrently; retry', Code.Aborted);

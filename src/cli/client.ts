@@ -1,5 +1,6 @@
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
+import { PoolService } from '../gen/vmprovisioner/v1/pool_pb.js';
 import { VmService } from '../gen/vmprovisioner/v1/vm_pb.js';
 
 export interface ClientOptions {
@@ -8,6 +9,14 @@ export interface ClientOptions {
 }
 
 export function vmClient(opts: ClientOptions): Client<typeof VmService> {
+  return createClient(VmService, transport(opts));
+}
+
+export function poolClient(opts: ClientOptions): Client<typeof PoolService> {
+  return createClient(PoolService, transport(opts));
+}
+
+function transport(opts: ClientOptions) {
   const interceptors: Interceptor[] = [];
   if (opts.token) {
     const token = opts.token;
@@ -16,6 +25,5 @@ export function vmClient(opts: ClientOptions): Client<typeof VmService> {
       return next(req);
     });
   }
-  const transport = createConnectTransport({ baseUrl: opts.api, httpVersion: '1.1', interceptors });
-  return createClient(VmService, transport);
+  return createConnectTransport({ baseUrl: opts.api, httpVersion: '1.1', interceptors });
 }

@@ -2,6 +2,7 @@ import { ConnectError } from '@connectrpc/connect';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfigFile, resolveConfigPath } from '../config/load.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
+import { registerPoolCommands } from './pool-commands.js';
 import { registerVmCommands, UsageError } from './vm-commands.js';
 
 // `metald serve | config check | vm ...`. Errors print one clear line on
@@ -47,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   registerVmCommands(program, () => program.opts());
+  registerPoolCommands(program, () => program.opts());
 
   try {
     await program.parseAsync(argv, { from: 'user' });

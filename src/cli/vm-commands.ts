@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { create, fromJson, toJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import {
   CreateVmRequestSchema,
   VmInfoSchema,
@@ -15,6 +15,15 @@ interface GlobalOpts {
   api: string;
   token?: string;
   output: 'table' | 'json';
+}
+
+/** Integer option parser: bad numbers are usage errors (exit 2), not server faults. */
+export function intArg(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || n < min || n > max) throw new InvalidArgumentError(`expected an integer ${min}-${max}, got ${JSON.stringify(v)}`);
+    return n;
+  };
 }
 
 const stateName = (s: VmState) => (VmState[s] ?? String(s)).toLowerCase();
@@ -43,8 +52,8 @@ export function registerVmCommands(program: Command, globals: () => GlobalOpts):
     .option('-f, --file <path>', 'CreateVm request as JSON (the guide\'s curl body); - for stdin')
     .option('--id <id>', 'VM id (generated when omitted)')
     .option('--tenant <tenant>', 'tenant id')
-    .option('--vcpus <n>', 'vCPUs', '1')
-    .option('--memory-mib <n>', 'memory in MiB', '128')
+    .option('--vcpus <n>', 'vCPUs', intArg(1, 64), 1)
+    .option('--memory-mib <n>', 'memory in MiB', intArg(16, 1024 * 1024), 128)
     .option('--kernel <path>', 'kernel image path')
     .option('--bridge <name>', 'bridge for eth0')
     .option('--vlan <id>', 'VLAN id for eth0')
@@ -54,7 +63,11 @@ export function registerVmCommands(program: Command, globals: () => GlobalOpts):
       let req;
       if (o.file) {
         const text = readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
-        req = fromJson(CreateVmRequestSchema, JSON.parse(text) as JsonValue);
+        try {
+          req = fromJson(CreateVmRequestSchema, JSON.parse(text) as JsonValue);
+        } catch (e) {
+          throw new UsageError(`${o.file}: not a CreateVm request: ${e instanceof Error ? e.message : String(e)}`);
+        }
         if (o.id) req.vmId = o.id;
       } else {
         req = create(CreateVmRequestSchema, {
@@ -76,7 +89,7 @@ export function registerVmCommands(program: Command, globals: () => GlobalOpts):
     .description('list VMs')
     .option('--state <states>', 'comma-separated states (e.g. running,paused)')
     .option('--tenant <tenant>', 'only this tenant (admin)')
-    .option('--page-size <n>', 'VMs per page', '100')
+    .option('--page-size <n>', 'VMs per page', intArg(1, 1000), 100)
     .option('--page-token <token>', 'continue from a previous page')
     .option('--all', 'follow pages until the end')
     .action(async (o) => {
@@ -121,7 +134,7 @@ export function registerVmCommands(program: Command, globals: () => GlobalOpts):
   simple('boot', 'boot a VM', async () => ({})).action(async (id: string) => report(id, await client().bootVm({ vmId: id })));
   simple('shutdown', 'stop a VM', async () => ({}))
     .option('--force', 'kill at once')
-    .option('--timeout <s>', 'seconds to wait before forcing', '0')
+    .option('--timeout <s>', 'seconds to wait before forcing', intArg(0, 3600), 0)
     .action(async (id: string, o) => report(id, await client().shutdownVm({ vmId: id, force: !!o.force, timeoutSeconds: Number(o.timeout) })));
   simple('pause', 'pause a VM', async () => ({})).action(async (id: string) => report(id, await client().pauseVm({ vmId: id })));
   simple('resume', 'resume a VM', async () => ({})).action(async (id: string) => report(id, await client().resumeVm({ vmId: id })));

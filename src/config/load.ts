@@ -331,7 +331,7 @@ function configWarnings(cfg: MetaldConfig, lineAt: (path: Segment[]) => { line: 
     warn(['auth', 'mode'], `API authentication is off: anyone who can reach port ${cfg.port} is an admin${exposed}`);
     if (cfg.auth.tokens.length) warn(['auth', 'tokens'], 'tokens are ignored while auth.mode is none');
   } else if (cfg.auth.tokens.length === 0) {
-    warn(['auth', 'tokens'], 'mode is tokens (the default) but no tokens are configured: every API call will be refused');
+    warn(['auth', 'tokens'], 'mode is tokens (the default) but no tokens are configured: metald serve will refuse to start until tokens are added or auth.mode: none is set');
   }
   if (cfg.billing.enabled) warn(['billing', 'enabled'], 'billing is accepted and validated but not implemented yet: no usage is sent');
   if (cfg.ha.enabled) warn(['ha', 'enabled'], 'high availability is accepted and validated but not implemented yet: this node runs standalone');

@@ -25,6 +25,8 @@ const securityProfile = z.enum(SECURITY_PROFILES);
 
 export const POOL_MIN_LENGTH = 32;
 export const POOL_MAX_LENGTH = 64;
+/** Address-mode pools may be smaller than a /64 (lab pools, a /112 slice). */
+export const ADDRESS_POOL_MAX_LENGTH = 120;
 const POOL_SCOPES_REFUSED = new Set(['unspecified', 'loopback', 'multicast', 'link-local', 'ipv4-mapped']);
 
 const pool = z
@@ -38,17 +40,22 @@ const pool = z
     security_profile: securityProfile.optional(),
     // Allocations per hour. Absent: unlimited. 0: the pool hands out nothing new (draining).
     rate_limit: intIn(0).optional(),
+    // Allocations per hour per tenant in this pool. Absent: unlimited.
+    tenant_rate_limit: intIn(0).optional(),
+    // Tenants that may take addresses from this pool. Empty: every tenant.
+    tenants: z.array(identifier).default([]),
     // address: one /128 per NIC. prefix: one /64 per NIC (RFC 8273), which lets
     // guests use privacy / stable-privacy addresses under the source guard.
     mode: z.enum(['address', 'prefix']).default('address'),
   })
   .superRefine((p, ctx) => {
     const prefix = parsePrefix(p.prefix);
-    if (prefix.length < POOL_MIN_LENGTH || prefix.length > POOL_MAX_LENGTH) {
+    const max = p.mode === 'address' ? ADDRESS_POOL_MAX_LENGTH : POOL_MAX_LENGTH;
+    if (prefix.length < POOL_MIN_LENGTH || prefix.length > max) {
       ctx.addIssue({
         code: 'custom',
         path: ['prefix'],
-        message: `pool prefix length must be /${POOL_MIN_LENGTH} to /${POOL_MAX_LENGTH}, got /${prefix.length}`,
+        message: `pool prefix length must be /${POOL_MIN_LENGTH} to /${max}${p.mode === 'address' ? ' for an address-mode pool' : ''}, got /${prefix.length}`,
       });
       return;
     }

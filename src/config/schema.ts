@@ -22,11 +22,12 @@ import { ipv6Schema } from './schema-ipv6.js';
 export { SECURITY_PROFILES, SYSLOG_FACILITIES, POOL_MIN_LENGTH, POOL_MAX_LENGTH } from './schema-ipv6.js';
 export { parseDuration, formatDuration, formatPath, type RuleParser, type RuleSyntaxError, type SchemaOptions } from './schema-common.js';
 
+import { TENANT_ID_PATTERN } from '../core/vm/ids.js';
+
 export const BACKENDS = ['firecracker', 'qemu', 'sandbox'] as const;
 export const INSTANCE_NAME = /^[a-z][a-z0-9-]{0,15}$/;
 export const MIN_TOKEN_LENGTH = 16;
 
-const TENANT_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
 export function sha256Hex(s: string): string {
@@ -47,7 +48,7 @@ const token = z
     token_sha256: z.string().refine((s) => SHA256_HEX.test(s), { error: 'must be 64 hex digits (sha256 of the token)' }).optional(),
     tenant_id: z
       .string()
-      .refine((s) => TENANT_ID.test(s), { error: (iss) => `${JSON.stringify(iss.input)} is not a valid tenant id` })
+      .refine((s) => TENANT_ID_PATTERN.test(s), { error: (iss) => `${JSON.stringify(iss.input)} is not a valid tenant id` })
       .optional(),
     role: z.literal('admin').optional(),
   })

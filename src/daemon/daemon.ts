@@ -6,6 +6,8 @@ import { RpcEnvelope, type RpcObserver } from '../api/envelope.js';
 import { createFastReads } from '../api/fast-reads.js';
 import { VmReads } from '../api/vm-reads.js';
 import { registerVmService } from '../api/vm-service.js';
+import { registerPoolService } from '../api/pool-service.js';
+import { bridgeSubnets, ipamFromConfig } from './ipam-from-config.js';
 import { allBridges, allPools, type MetaldConfig } from '../config/schema.js';
 import { parsePrefix } from '../core/net/ipv6.js';
 import type { ValidationContext } from '../core/vm/validate.js';
@@ -49,8 +51,12 @@ export class Daemon {
     try {
       await backend.start();
       const network: NetworkPlane = new UnmanagedNetworkPlane();
+      const ipam = ipamFromConfig(cfg);
+      ipam?.load(await store.listAllocations());
       const manager = new VmManager(store, backend, network, {
         instanceName: cfg.instance_name,
+        ipam,
+        bridgeSubnets: bridgeSubnets(cfg),
         maxVms: cfg.max_vms,
         defaultShutdownTimeoutMs: cfg.shutdown_timeout,
         validation: validationContext(cfg),
@@ -68,7 +74,10 @@ export class Daemon {
       const api = new ApiServer({
         host: cfg.listen_address,
         port: opts.port ?? cfg.port,
-        routes: (router) => registerVmService(router, manager, envelope),
+        routes: (router) => {
+          registerVmService(router, manager, envelope);
+          registerPoolService(router, { manager, store, quarantineMs: cfg.ipv6.quarantine }, envelope);
+        },
         fastPath: createFastReads(new VmReads(manager), envelope),
         tls: cfg.tls ? { certFile: cfg.tls.cert_file, keyFile: cfg.tls.key_file } : undefined,
       });
@@ -88,6 +97,7 @@ export class Daemon {
     const tick = async () => {
       try {
         await this.reconciler.reconcileAll();
+        await this.manager.expireQuarantine();
       } catch (err) {
         this.log.error({ err: String(err) }, 'periodic reconcile failed');
       }
@@ -131,9 +141,10 @@ function buildBackend(cfg: MetaldConfig): VmBackend {
 export function validationContext(cfg: MetaldConfig): ValidationContext {
   return {
     bridges: allBridges(cfg).map((b) => ({ name: b.name, mtu: b.mtu })),
-    enableVlans: cfg.ipv6?.enable_vlans ?? false,
-    defaultVlan: cfg.ipv6?.default_vlan,
-    managementVlan: cfg.ipv6?.management_vlan,
+    enableVlans: cfg.ipv6.enable_vlans,
+    defaultVlan: cfg.ipv6.default_vlan,
+    managementVlan: cfg.ipv6.management_vlan,
     poolPrefixes: allPools(cfg).map((p) => parsePrefix(p.prefix)),
+    defaultSourceGuard: cfg.ipv6.security.enable_source_guard,
   };
 }

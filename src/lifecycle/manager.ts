@@ -10,12 +10,20 @@ import { VmConfigSchema, type VmConfig } from '../gen/vmprovisioner/v1/vm_pb.js'
 import type { NetworkPlane } from '../network/plane.js';
 import type { Store, VmQuery } from '../store/store.js';
 import { KeyedMutex } from './keyed-mutex.js';
+import { assignAddresses } from './addressing.js';
+import type { Ipam } from '../core/ipam/allocator.js';
+import type { BridgeSubnet } from '../core/ipam/types.js';
+import type { Mutation } from '../store/store.js';
 
 /** Not a valid VM id, so it can never collide with one. */
 const CAPACITY_KEY = '#capacity';
 
 export interface ManagerOptions {
   instanceName: string;
+  /** Address manager; undefined when the host has no IPv6 pools. */
+  ipam?: Ipam;
+  /** Bridges' on-link subnets (gateways for NICs on them). */
+  bridgeSubnets?: BridgeSubnet[];
   maxVms: number;
   defaultShutdownTimeoutMs: number;
   validation: ValidationContext;
@@ -35,6 +43,7 @@ export interface Logger {
 export class VmManager {
   private readonly lock = new KeyedMutex();
   private readonly usedHostDevices = new Set<string>();
+  private readonly staleAllocationRows = new Set<string>();
   private readonly now: () => Date;
 
   constructor(
@@ -68,16 +77,7 @@ export class VmManager {
   }
 
   private async createLocked(id: string, plan: ReturnType<typeof planCreate>, config: VmConfig): Promise<VmRecord> {
-    const nics: NicRecord[] = plan.nics.map((n) => ({
-      id: n.id,
-      hostDevice: this.claimHostDevice(id, n.id),
-      mac: n.mac || deriveMac(this.opts.instanceName, id, n.id),
-      bridge: n.bridge,
-      vlanId: n.vlanId,
-      ipv6Address: n.ipv6Address,
-      ipv6Gateway: n.ipv6Gateway,
-    }));
-    const ts = this.now().toISOString();
+    const ts = this.now();
     let vm: VmRecord = {
       id,
       tenantId: plan.tenantId,
@@ -89,23 +89,43 @@ export class VmManager {
       backend: this.backend.name,
       backendState: {},
       failureReason: '',
-      nics,
-      createdAt: ts,
-      updatedAt: ts,
+      nics: [],
+      createdAt: ts.toISOString(),
+      updatedAt: ts.toISOString(),
       revision: 1,
     };
-    // Recorded before any kernel work: a crash from here on is found and
-    // rolled back by recovery. Count-and-insert is one critical section
-    // across all VMs so concurrent creates cannot overshoot max_vms.
+    // Recorded, with its addresses, before any kernel work: a crash from here
+    // on is found and rolled back by recovery. Capacity check, address
+    // allocation and insert are one critical section across all VMs so
+    // concurrent creates can overshoot neither max_vms nor a pool.
     await this.lock.run(CAPACITY_KEY, async () => {
       const count = await this.store.countVms();
       if (count >= this.opts.maxVms) {
         throw resourceExhausted(`max_vms (${this.opts.maxVms}) reached`, { limit: this.opts.maxVms });
       }
-      await this.store.commit([{ op: 'putVm', vm }]);
-    }).catch((err) => {
-      for (const n of nics) this.usedHostDevices.delete(n.hostDevice);
-      throw err;
+      this.collectExpired(ts);
+      const { allocations, addressing } = assignAddresses(this.opts.ipam, this.opts.bridgeSubnets ?? [], plan.nics, { vmId: id, tenantId: plan.tenantId }, ts);
+      vm = {
+        ...vm,
+        nics: plan.nics.map((n, i) => ({
+          id: n.id,
+          hostDevice: this.claimHostDevice(id, n.id),
+          mac: n.mac || deriveMac(this.opts.instanceName, id, n.id),
+          bridge: n.bridge,
+          vlanId: n.vlanId,
+          ...addressing[i]!,
+        })),
+      };
+      try {
+        await this.commitAllocations([
+          { op: 'putVm', vm },
+          ...allocations.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: true })),
+        ]);
+      } catch (err) {
+        for (const a of allocations) this.opts.ipam?.unreserve(a.key);
+        for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+        throw err;
+      }
     });
     let handle: BackendHandle | undefined;
     try {
@@ -126,8 +146,44 @@ export class VmManager {
   async rollbackCreate(vm: VmRecord, handle: BackendHandle | undefined): Promise<void> {
     await this.network.removeVm(vm);
     await this.backend.delete(vm.id, handle ?? vm.backendState);
-    await this.store.commit([{ op: 'deleteVm', id: vm.id }]);
+    // Never reached a running guest: the addresses go back without quarantine.
+    await this.lock.run(CAPACITY_KEY, async () => {
+      const allocs = this.opts.ipam?.ofVm(vm.id) ?? [];
+      await this.commitAllocations([
+        { op: 'deleteVm', id: vm.id },
+        ...allocs.map((a): Mutation => ({ op: 'deleteAllocation', key: a.key })),
+      ]);
+      for (const a of allocs) this.opts.ipam!.unreserve(a.key);
+    });
     for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+  }
+
+  /**
+   * IPAM forgets allocations whose quarantine is over as soon as they are
+   * due, and may hand the key out again at once; their store rows must be
+   * gone no later than the commit that re-uses the key. Call under the
+   * allocation lock, before allocating.
+   */
+  collectExpired(now: Date): void {
+    for (const key of this.opts.ipam?.expire(now) ?? []) this.staleAllocationRows.add(key);
+  }
+
+  /** Commit allocation changes together with the deletion of expired rows (under the allocation lock). */
+  async commitAllocations(mutations: Mutation[]): Promise<void> {
+    const deletes = [...this.staleAllocationRows].map((key): Mutation => ({ op: 'deleteAllocation', key }));
+    await this.store.commit([...deletes, ...mutations]);
+    this.staleAllocationRows.clear();
+  }
+
+  /** Drop allocations whose quarantine is over (periodic). */
+  async expireQuarantine(): Promise<number> {
+    if (!this.opts.ipam) return 0;
+    return this.lock.run(CAPACITY_KEY, async () => {
+      this.collectExpired(this.now());
+      const n = this.staleAllocationRows.size;
+      if (n) await this.commitAllocations([]);
+      return n;
+    });
   }
 
   private claimHostDevice(vmId: string, nicId: string): string {
@@ -163,6 +219,15 @@ export class VmManager {
 
   configOf(vm: VmRecord): VmConfig {
     return fromJson(VmConfigSchema, vm.config, { ignoreUnknownFields: true });
+  }
+
+  get ipam(): Ipam | undefined {
+    return this.opts.ipam;
+  }
+
+  /** Run fn inside the section that serialises capacity and address allocation. */
+  withAllocationLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(CAPACITY_KEY, fn);
   }
 
   async get(principal: Principal, id: string): Promise<VmRecord> {
@@ -231,7 +296,16 @@ export class VmManager {
   async finishDelete(vm: VmRecord): Promise<void> {
     await this.network.removeVm(vm);
     await this.backend.delete(vm.id, vm.backendState);
-    await this.store.commit([{ op: 'deleteVm', id: vm.id }]);
+    // Addresses enter quarantine in the same commit that removes the VM.
+    const ipam = this.opts.ipam;
+    await this.lock.run(CAPACITY_KEY, async () => {
+      const now = this.now();
+      const released = (ipam?.ofVm(vm.id) ?? []).filter((a) => !a.releasedAt).map((a) => ipam!.release(a.key, now));
+      await this.commitAllocations([
+        { op: 'deleteVm', id: vm.id },
+        ...released.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: false })),
+      ]);
+    });
     for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
     this.log.info({ vm_id: vm.id, tenant_id: vm.tenantId }, 'vm deleted');
   }

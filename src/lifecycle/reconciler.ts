@@ -1,7 +1,8 @@
 import type { BackendStatus, VmBackend } from '../backends/backend.js';
 import type { VmRecord, VmStateName } from '../core/vm/record.js';
 import type { NetworkPlane } from '../network/plane.js';
-import type { Store } from '../store/store.js';
+import type { Mutation, Store } from '../store/store.js';
+import type { Allocation } from '../core/ipam/types.js';
 import type { Logger, VmManager } from './manager.js';
 
 // Brings the backend's reality in line with the store. The store is the
@@ -15,6 +16,8 @@ export interface ReconcileReport {
   markedFailed: string[];
   orphansRemoved: string[];
   recreated: string[];
+  /** Allocations held for VMs that no longer exist (should never happen: they commit together). */
+  allocationsReleased: string[];
 }
 
 /** What a stored state should become given what the backend reports. */
@@ -59,14 +62,26 @@ export class Reconciler {
   ) {}
 
   async reconcileAll(): Promise<ReconcileReport> {
-    const report: ReconcileReport = { checked: 0, rolledBack: [], deleted: [], markedFailed: [], orphansRemoved: [], recreated: [] };
+    const report: ReconcileReport = { checked: 0, rolledBack: [], deleted: [], markedFailed: [], orphansRemoved: [], recreated: [], allocationsReleased: [] };
     const { vms } = await this.store.listVms({});
     for (const stored of vms) {
       report.checked++;
       await this.manager.withLock(stored.id, async () => {
         // Re-read under the lock: an API call may have changed it meanwhile.
         const vm = await this.store.getVm(stored.id);
-        if (vm) await this.reconcileVm(vm, report);
+        if (!vm) return;
+        try {
+          await this.reconcileVm(vm, report);
+        } catch (err) {
+          // One VM that cannot be repaired must not stop the others (or start-up).
+          const reason = `reconcile failed: ${err instanceof Error ? err.message : String(err)}`.slice(0, 2000);
+          this.log.error({ vm_id: vm.id, tenant_id: vm.tenantId, err: reason }, 'reconcile of vm failed');
+          const current = await this.store.getVm(vm.id);
+          if (current && current.state !== 'failed' && current.state !== 'creating' && current.state !== 'deleting') {
+            await this.manager.write(current, { state: 'failed', failureReason: reason }).catch(() => {});
+            report.markedFailed.push(vm.id);
+          }
+        }
       });
     }
     const live = new Set((await this.store.listVms({})).vms.map((v) => v.id));
@@ -78,10 +93,26 @@ export class Reconciler {
         report.orphansRemoved.push(id);
       });
     }
+    report.allocationsReleased = await this.releaseOrphanAllocations();
     await this.network.reconcile((await this.store.listVms({})).vms);
-    const changed = report.rolledBack.length + report.deleted.length + report.markedFailed.length + report.orphansRemoved.length + report.recreated.length;
+    const changed = report.rolledBack.length + report.deleted.length + report.markedFailed.length + report.orphansRemoved.length + report.recreated.length + report.allocationsReleased.length;
     if (changed > 0) this.log.warn({ ...report }, 'reconcile repaired drift');
     return report;
+  }
+
+  private async releaseOrphanAllocations(): Promise<string[]> {
+    const ipam = this.manager.ipam;
+    if (!ipam) return [];
+    return this.manager.withAllocationLock(async () => {
+      const released: Allocation[] = [];
+      for (const a of ipam.list({ includeQuarantined: false })) {
+        if (a.vmId && !(await this.store.getVm(a.vmId))) released.push(ipam.release(a.key, new Date()));
+      }
+      if (released.length) {
+        await this.manager.commitAllocations(released.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: false })));
+      }
+      return released.map((a) => a.key);
+    });
   }
 
   private async reconcileVm(vm: VmRecord, report: ReconcileReport): Promise<void> {
@@ -105,12 +136,19 @@ export class Reconciler {
         report.recreated.push(vm.id);
         return;
       }
-      case 'set':
-        await this.manager.write(vm, { state: d.state, ...(d.reason ? { failureReason: d.reason } : {}) });
+      case 'set': {
+        let backendState = vm.backendState;
+        if (d.state === 'failed' || d.state === 'shutdown') {
+          // Whatever is left of the guest (a boot metald did not live to
+          // record, a guest in a namespace that vanished) is stopped.
+          backendState = await this.backend.shutdown(vm.backendState, { force: true, timeoutMs: 0 });
+        }
+        await this.manager.write(vm, { state: d.state, backendState, ...(d.reason ? { failureReason: d.reason } : {}) });
         if (d.state === 'failed') {
           report.markedFailed.push(vm.id);
           this.log.warn({ vm_id: vm.id, tenant_id: vm.tenantId, reason: d.reason }, 'vm marked failed');
         }
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
+import type { Allocation } from '../core/ipam/types.js';
 import type { VmRecord } from '../core/vm/record.js';
 import { deepFreeze } from './freeze.js';
-import { StoreConflictError, type Mutation, type Store, type VmPage, type VmQuery } from './store.js';
+import { AllocationConflictError, StoreConflictError, type Mutation, type Store, type VmPage, type VmQuery } from './store.js';
 import { VmIndex } from './vm-index.js';
 
 
@@ -20,6 +21,7 @@ export function checkLimit(limit: number | undefined): void {
 /** Same contract as SqliteStore, for unit tests of the core. Not durable. */
 export class MemoryStore implements Store {
   private readonly index = new VmIndex();
+  private readonly allocations = new Map<string, string>();
 
   async getVm(id: string): Promise<VmRecord | undefined> {
     return this.index.get(id);
@@ -34,14 +36,27 @@ export class MemoryStore implements Store {
     return this.index.size;
   }
 
+  async listAllocations(): Promise<Allocation[]> {
+    return [...this.allocations.keys()].sort().map((k) => JSON.parse(this.allocations.get(k)!) as Allocation);
+  }
+
   async commit(mutations: readonly Mutation[]): Promise<void> {
     // Check every mutation against the state the earlier ones leave, then
     // apply: all-or-nothing, as a SQLite transaction.
     const staged = validateCommit(mutations, (id) => this.index.get(id)?.revision ?? 0);
+    const allocs = new Map(this.allocations);
+    for (const m of staged) {
+      if (m.op === 'putAllocation') {
+        if (allocs.has(m.allocation.key) !== !m.create) throw new AllocationConflictError(m.allocation.key, m.create);
+        allocs.set(m.allocation.key, JSON.stringify(m.allocation));
+      } else if (m.op === 'deleteAllocation') allocs.delete(m.key);
+    }
     for (const m of staged) {
       if (m.op === 'deleteVm') this.index.delete(m.id);
-      else this.index.put(m.vm);
+      else if (m.op === 'putVm') this.index.put(m.vm);
     }
+    this.allocations.clear();
+    for (const [k, v] of allocs) this.allocations.set(k, v);
   }
 
   async close(): Promise<void> {}
@@ -54,6 +69,7 @@ export class MemoryStore implements Store {
 export function validateCommit(mutations: readonly Mutation[], storedRevision: (id: string) => number): Mutation[] {
   const pending = new Map<string, number>();
   return mutations.map((m) => {
+    if (m.op === 'putAllocation' || m.op === 'deleteAllocation') return m;
     if (m.op === 'deleteVm') {
       pending.set(m.id, 0);
       return m;

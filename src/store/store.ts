@@ -1,3 +1,4 @@
+import type { Allocation } from '../core/ipam/types.js';
 import type { VmRecord, VmStateName } from '../core/vm/record.js';
 
 export interface VmQuery {
@@ -22,7 +23,10 @@ export interface VmPage {
  */
 export type Mutation =
   | { op: 'putVm'; vm: VmRecord }
-  | { op: 'deleteVm'; id: string };
+  | { op: 'deleteVm'; id: string }
+  /** create: the key must be new (a duplicate fails the commit); otherwise it must exist. */
+  | { op: 'putAllocation'; allocation: Allocation; create: boolean }
+  | { op: 'deleteAllocation'; key: string };
 
 /**
  * Durable state. Records returned are read-only (a store may share frozen
@@ -34,11 +38,21 @@ export interface Store {
   /** Ordered by id ascending. */
   listVms(query: VmQuery): Promise<VmPage>;
   countVms(): Promise<number>;
+  /** Every IP allocation, in use or quarantined (IPAM loads them at start). */
+  listAllocations(): Promise<Allocation[]>;
   commit(mutations: readonly Mutation[]): Promise<void>;
   close(): Promise<void>;
 }
 
 /** A putVm whose revision does not follow the stored one: someone else wrote first. */
+/** A putAllocation that would duplicate (create) or miss (update) a key. */
+export class AllocationConflictError extends Error {
+  constructor(readonly key: string, readonly create: boolean) {
+    super(create ? `allocation ${key} already exists` : `allocation ${key} does not exist`);
+    this.name = 'AllocationConflictError';
+  }
+}
+
 export class StoreConflictError extends Error {
   constructor(
     readonly id: string,

@@ -96,7 +96,7 @@ test('an empty file is all defaults', () => {
   assert.equal(config.ipv6.security.firewall_backend, 'nftables');
   assert.deepEqual(config.sandbox.guest_command, ['sleep', 'infinity']);
   assert.equal(config.tls, undefined);
-  assert.deepEqual(warnings, ['auth.tokens: mode is tokens (the default) but no tokens are configured: every API call will be refused']);
+  assert.deepEqual(warnings, ['auth.tokens: mode is tokens (the default) but no tokens are configured: metald serve will refuse to start until tokens are added or auth.mode: none is set']);
 });
 
 test('values are normalised', () => {
@@ -219,8 +219,9 @@ const BAD: [string, string, string][] = [
   ['reserved address outside its pool', POOLS, 'ipv6.pools[0].reserved[1] (line 6): 2600:beef:2000::1 is outside pool tier1-customers (2600:beef:1000::/48)'],
   ['overlapping pools', 'ipv6:\n  default_pool:\n    id: production\n    prefix: "2600:BEEF:1000::/44"\n  pools:\n    - id: tier1\n      prefix: "2600:beef:1001::/48"\n', 'ipv6.pools[0].prefix (line 7): pool tier1 (2600:beef:1001::/48) overlaps pool production (2600:beef:1000::/44)'],
   ['duplicate pool id', POOLS.replace('tier2-customers', 'tier1-customers').replace(', "2600:beef:2000::1"', ''), 'ipv6.pools[1].id (line 7): duplicate pool id "tier1-customers" (also ipv6.pools[0].id)'],
-  ['pool larger than /32', 'ipv6:\n  pools:\n    - id: big\n      prefix: "2600::/28"\n', 'ipv6.pools[0].prefix (line 4): pool prefix length must be /32 to /64, got /28'],
-  ['pool smaller than /64', 'ipv6:\n  pools:\n    - id: small\n      prefix: "2600:beef::/80"\n', 'ipv6.pools[0].prefix (line 4): pool prefix length must be /32 to /64, got /80'],
+  ['pool larger than /32', 'ipv6:\n  pools:\n    - id: big\n      prefix: "2600::/28"\n', 'ipv6.pools[0].prefix (line 4): pool prefix length must be /32 to /120 for an address-mode pool, got /28'],
+  ['address pool smaller than /120', 'ipv6:\n  pools:\n    - id: small\n      prefix: "2600:beef::/124"\n', 'ipv6.pools[0].prefix (line 4): pool prefix length must be /32 to /120 for an address-mode pool, got /124'],
+  ['prefix pool smaller than /64', 'ipv6:\n  pools:\n    - id: small\n      mode: prefix\n      prefix: "2600:beef::/80"\n', 'ipv6.pools[0].prefix (line 5): pool prefix length must be /32 to /64, got /80'],
   ['link-local pool', 'ipv6:\n  pools: [{ id: ll, prefix: "fe80::/64" }]\n', 'ipv6.pools[0].prefix (line 2): fe80::/64 is a link-local prefix and cannot be a VM address pool'],
   ['prefix-mode pool of one /64', 'ipv6:\n  pools:\n    - id: p\n      prefix: "2600:beef::/64"\n      mode: prefix\n', 'ipv6.pools[0].mode (line 5): a prefix-mode pool hands out /64s, so its prefix must be shorter than /64 (got 2600:beef::/64)'],
   ['negative rate_limit', 'ipv6:\n  pools:\n    - id: p\n      prefix: "2600:beef::/48"\n      rate_limit: -5\n', 'ipv6.pools[0].rate_limit (line 5): must be an integer ≥ 0, got -5'],

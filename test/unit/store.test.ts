@@ -78,7 +78,7 @@ function storeContract(name: string, factory: () => Harness | Promise<Harness>):
     it('puts and gets a record, without aliasing', async () => {
       assert.equal(await store.getVm('a'), undefined);
       const a = vm('a', { nics: [{ id: 'eth0', hostDevice: 'tap0', mac: '02:00:00:00:00:01',
-        bridge: 'br0', vlanId: 12, ipv6Address: 'fd00::2/64', ipv6Gateway: 'fd00::1' }] });
+        bridge: 'br0', vlanId: 12, ipv6Address: 'fd00::2/64', ipv6Gateway: 'fd00::1', ipv6Allocation: 'fd00::2/128' }] });
       await store.commit([put(a)]);
       const got = await store.getVm('a');
       assert.deepEqual(got, a);
@@ -290,14 +290,14 @@ describe('SqliteStore specifics', () => {
     await SqliteStore.open(dir).close();
   });
 
-  it('records migration 1 and keeps user_version in step', async () => {
+  it('records the migrations and keeps user_version in step', async () => {
     const dir = freshDataDir();
     await SqliteStore.open(dir).close();
     const db = new Database(path.join(dir, 'metald.db'));
     try {
       const rows = db.prepare('SELECT version, name FROM schema_migrations').all();
-      assert.deepEqual(rows, [{ version: 1, name: 'create_vms' }]);
-      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.deepEqual(rows, [{ version: 1, name: 'create_vms' }, { version: 2, name: 'create_allocations' }]);
+      assert.equal(db.pragma('user_version', { simple: true }), 2);
     } finally {
       db.close();
     }
@@ -311,7 +311,7 @@ describe('SqliteStore specifics', () => {
     db.pragma('user_version = 7');
     db.close();
     assert.throws(() => SqliteStore.open(dir), (err: unknown) => err instanceof SchemaTooNewError &&
-      err.message === 'database schema version 7 is newer than this metald (1); upgrade metald');
+      err.message === 'database schema version 7 is newer than this metald (2); upgrade metald');
     assert.equal(fs.existsSync(path.join(dir, 'metald.lock')), false);
   });
 

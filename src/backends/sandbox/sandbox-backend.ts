@@ -253,8 +253,11 @@ export class SandboxBackend implements VmBackend {
   async boot(spec: BackendVmSpec, handle: BackendHandle): Promise<BackendHandle> {
     const h = parseHandle(handle);
     if (h.netns !== this.vmNetns(spec.id)) throw new Error(`handle of ${h.netns} does not belong to VM ${spec.id}`);
-    if (await liveGuest(h)) return handle;
     if (!(await netnsExists(h.netns))) throw new Error(`cannot boot ${spec.id}: namespace ${h.netns} is gone`);
+    if (h.pid !== null && (await liveGuest(h)) && (await sameFile(`/proc/${h.pid}/ns/net`, `/run/netns/${h.netns}`))) return handle;
+    // A guest whose pid was never recorded (metald died mid-boot) must not
+    // run beside the new one.
+    await this.killNamespaceProcesses(h.netns);
     // `ip netns exec` execs the command, so this pid is the guest's own.
     const pid = spawnDetached('ip', ['netns', 'exec', h.netns, ...this.guestCommand]);
     const st = await readProcStat(pid);
@@ -318,6 +321,9 @@ export class SandboxBackend implements VmBackend {
       }
       if (!gone) await this.kill(h);
     }
+    // Also whatever else runs in the VM's namespace: a guest started by a
+    // boot that metald did not live to record.
+    if (await netnsExists(h.netns)) await this.killNamespaceProcesses(h.netns);
     return { ...h, pid: null, startTime: null } satisfies SandboxHandle;
   }
 
@@ -341,10 +347,7 @@ export class SandboxBackend implements VmBackend {
     if (h !== undefined && h.netns !== ns) h = undefined;
     if (h !== undefined) await this.kill(h);
     if (await netnsExists(ns)) {
-      const pids = (await netnsPids(ns)).filter((p) => p > 1 && p !== process.pid);
-      const procs = (await Promise.all(pids.map(async (pid) => ({ pid, st: await readProcStat(pid) }))))
-        .filter((p): p is { pid: number; st: ProcStat } => p.st !== undefined);
-      await Promise.all(procs.map((p) => this.kill({ pid: p.pid, startTime: p.st.startTime }, false)));
+      await this.killNamespaceProcesses(ns);
       // Deleting one end of a veth removes both at once; leaving it to namespace
       // teardown would let host ends linger, since the kernel frees namespaces asynchronously.
       const veths = (await ipJson(ns, ['link', 'show', 'type', 'veth']))
@@ -386,6 +389,14 @@ export class SandboxBackend implements VmBackend {
       }
     }
     return ids;
+  }
+
+  /** SIGKILL every process inside a VM namespace. */
+  private async killNamespaceProcesses(ns: string): Promise<void> {
+    const pids = (await netnsPids(ns)).filter((p) => p > 1 && p !== process.pid);
+    const procs = (await Promise.all(pids.map(async (pid) => ({ pid, st: await readProcStat(pid) }))))
+      .filter((p): p is { pid: number; st: ProcStat } => p.st !== undefined);
+    await Promise.all(procs.map((p) => this.kill({ pid: p.pid, startTime: p.st.startTime }, false)));
   }
 
   /** SIGKILL the guest (and its process group) and wait until it is gone. */

@@ -5,7 +5,8 @@ import { invalidArgument } from '../errors.js';
 // narrow charset keeps them safe everywhere without escaping.
 
 export const VM_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-export const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Also used by the config schema for auth tokens' tenants: one rule everywhere. */
+export const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
 
 export function validateVmId(id: string, field = 'vm_id'): string {
   if (!VM_ID_PATTERN.test(id)) {

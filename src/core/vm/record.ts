@@ -25,9 +25,11 @@ export interface NicRecord {
   mac: string;
   bridge: string;
   vlanId: number | null;
-  /** "addr/len" or "" when the NIC has no IPv6 yet. */
+  /** "addr/len" (len = on-link prefix length) or "" when the NIC has no IPv6. */
   ipv6Address: string;
   ipv6Gateway: string;
+  /** Key of the IPAM allocation behind ipv6Address ("…/128" or "…/64"), or "". */
+  ipv6Allocation: string;
 }
 
 export interface VmRecord {

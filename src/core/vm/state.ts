@@ -6,12 +6,13 @@ import type { VmStateName } from './record.js';
 
 const NEXT: Record<VmStateName, readonly VmStateName[]> = {
   creating: ['created', 'failed'],
-  created: ['booting', 'deleting'],
+  // failed: its resources broke while it was not running (found by reconcile).
+  created: ['booting', 'deleting', 'failed'],
   booting: ['running', 'failed'],
   running: ['paused', 'shutting_down', 'booting', 'deleting', 'failed', 'shutdown'],
   paused: ['running', 'shutting_down', 'deleting', 'failed', 'shutdown'],
   shutting_down: ['shutdown', 'failed'],
-  shutdown: ['booting', 'deleting'],
+  shutdown: ['booting', 'deleting', 'failed'],
   failed: ['booting', 'deleting'],
   deleting: ['failed'],
 };

@@ -19,6 +19,8 @@ export interface ValidationContext {
   managementVlan: number | undefined;
   /** Prefixes of configured pools: doc/ULA addresses are allowed only inside one. */
   poolPrefixes: readonly { network: bigint; length: number }[];
+  /** ipv6.security.enable_source_guard: the default for a NIC's strict_source_validation. */
+  defaultSourceGuard: boolean;
 }
 
 export interface PlannedNic {
@@ -28,8 +30,17 @@ export interface PlannedNic {
   vlanId: number | null;
   /** Requested MAC (validated) or '' to derive one. */
   mac: string;
-  ipv6Address: string;
-  ipv6Gateway: string;
+  /** Static address as requested (address + the prefix length written), if any. */
+  staticAddress?: { address: bigint; length: number };
+  /** Requested gateway (validated to lie in the static address's prefix), if any. */
+  gateway?: bigint;
+  /** Pool asked for by ipv6.pool_id ('' = choose). */
+  poolId: string;
+  /**
+   * The guest picks its own addresses (privacy extensions) and the source
+   * guard is strict, so it needs a /64 of its own (SPEC-NOTES 2).
+   */
+  wholePrefix: boolean;
 }
 
 export interface CreatePlan {
@@ -50,7 +61,7 @@ export function planCreate(config: VmConfig | undefined, ctx: ValidationContext)
   const tenantId = config.tenantId;
   if (!tenantId) throw invalidArgument('config.tenant_id', 'required');
   if (!TENANT_ID_PATTERN.test(tenantId)) {
-    throw invalidArgument('config.tenant_id', `${JSON.stringify(tenantId)} is not a valid tenant id: 1-64 characters of A-Z a-z 0-9 _ . -`);
+    throw invalidArgument('config.tenant_id', `${JSON.stringify(tenantId)} is not a valid tenant id: 1-128 characters of A-Z a-z 0-9 _ . : @ -, starting with a letter or digit`);
   }
 
   const vcpuCount = config.cpu?.vcpuCount || 1;
@@ -122,13 +133,13 @@ function planNic(
   const vlanId = pickVlan(nic.vlanId, `${f}.vlan_id`, ctx);
   const mac = nic.macAddress ? validateMac(nic.macAddress, `${f}.mac_address`) : '';
 
-  let ipv6Address = '';
-  let ipv6Gateway = '';
+  let staticAddress: PlannedNic['staticAddress'];
+  let gateway: bigint | undefined;
   const v6 = nic.ipv6;
   if (v6?.address) {
     const iface = parseField(() => parseInterface(v6.address), `${f}.ipv6.address`, v6.address, 'is not an IPv6 address with prefix length (addr/len)');
     checkScope(iface.address, `${f}.ipv6.address`, v6.address, ctx);
-    ipv6Address = `${formatIpv6(iface.address)}/${iface.length}`;
+    staticAddress = iface;
     if (v6.gateway) {
       const gw = parseField(() => parseIpv6(v6.gateway), `${f}.ipv6.gateway`, v6.gateway, 'is not an IPv6 address');
       const hostBits = BigInt(128 - iface.length);
@@ -136,11 +147,13 @@ function planNic(
         throw invalidArgument(`${f}.ipv6.gateway`, `${JSON.stringify(v6.gateway)} is not in the VM's subnet ${formatIpv6((iface.address >> hostBits) << hostBits)}/${iface.length}`);
       }
       if (gw === iface.address) throw invalidArgument(`${f}.ipv6.gateway`, 'equals the VM\'s own address');
-      ipv6Gateway = formatIpv6(gw);
+      gateway = gw;
     }
   } else if (v6?.gateway) {
     throw invalidArgument(`${f}.ipv6.gateway`, 'given without ipv6.address');
   }
+  const strict = v6?.security?.strictSourceValidation ?? v6?.security?.enableSourceGuard ?? ctx.defaultSourceGuard;
+  const wholePrefix = !!v6?.enablePrivacyExtensions && strict;
 
   for (const [j, src] of (v6?.security?.allowedRaSources ?? []).entries()) {
     parseField(() => parseIpv6(src), `${f}.ipv6.security.allowed_ra_sources[${j}]`, src, 'is not an IPv6 address');
@@ -158,7 +171,7 @@ function planNic(
       });
     }
   }
-  return { id, bridge: bridge.name, mtu: bridge.mtu, vlanId, mac, ipv6Address, ipv6Gateway };
+  return { id, bridge: bridge.name, mtu: bridge.mtu, vlanId, mac, staticAddress, gateway, poolId: v6?.poolId ?? '', wholePrefix };
 }
 
 function pickBridge(name: string, field: string, bridges: readonly BridgeInfo[]): BridgeInfo {

@@ -34,6 +34,25 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 2,
+    name: 'create_allocations',
+    up(db) {
+      // One row per IP allocation (a /128 or a /64), keyed by its canonical
+      // prefix text so the same prefix can never be stored twice. Written in
+      // the same transaction as the VM that owns it.
+      db.exec(`
+        CREATE TABLE allocations (
+          key       TEXT PRIMARY KEY,
+          pool_id   TEXT NOT NULL,
+          vm_id     TEXT NOT NULL,
+          tenant_id TEXT NOT NULL,
+          doc       TEXT NOT NULL
+        );
+        CREATE INDEX allocations_vm ON allocations (vm_id);
+      `);
+    },
+  },
 ];
 
 export class SchemaTooNewError extends Error {

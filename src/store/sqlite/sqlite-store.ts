@@ -4,7 +4,8 @@ import Database from 'better-sqlite3';
 import type { VmRecord } from '../../core/vm/record.js';
 import type { Mutation, Store, VmPage, VmQuery } from '../store.js';
 import { checkLimit, validateCommit } from '../memory-store.js';
-import { StoreConflictError } from '../store.js';
+import { AllocationConflictError, StoreConflictError } from '../store.js';
+import type { Allocation } from '../../core/ipam/types.js';
 import { VmIndex } from '../vm-index.js';
 import { deepFreeze } from '../freeze.js';
 import { migrate } from './migrations.js';
@@ -35,6 +36,9 @@ export class SqliteStore implements Store {
   private readonly insertStmt: Database.Statement<[Row]>;
   private readonly updateStmt: Database.Statement<[Row]>;
   private readonly deleteStmt: Database.Statement<[string]>;
+  private readonly allocInsert: Database.Statement<[AllocRow]>;
+  private readonly allocUpdate: Database.Statement<[AllocRow]>;
+  private readonly allocDelete: Database.Statement<[string]>;
   private readonly commitTxn: Database.Transaction<(mutations: readonly Mutation[]) => void>;
   private closed = false;
   // This process holds the data-dir lock, so it is the only writer: an
@@ -62,6 +66,11 @@ export class SqliteStore implements Store {
         doc = @doc, created_at = @created_at, updated_at = @updated_at
       WHERE id = @id AND revision = @revision - 1`);
     this.deleteStmt = db.prepare<[string]>('DELETE FROM vms WHERE id = ?');
+    this.allocInsert = db.prepare<[AllocRow]>(
+      'INSERT INTO allocations (key, pool_id, vm_id, tenant_id, doc) VALUES (@key, @pool_id, @vm_id, @tenant_id, @doc) ON CONFLICT (key) DO NOTHING');
+    this.allocUpdate = db.prepare<[AllocRow]>(
+      'UPDATE allocations SET pool_id = @pool_id, vm_id = @vm_id, tenant_id = @tenant_id, doc = @doc WHERE key = @key');
+    this.allocDelete = db.prepare<[string]>('DELETE FROM allocations WHERE key = ?');
     for (const doc of db.prepare<[], string>('SELECT doc FROM vms').pluck().iterate()) {
       this.index.put(deepFreeze(JSON.parse(doc) as VmRecord));
     }
@@ -115,6 +124,10 @@ export class SqliteStore implements Store {
     return this.index.size;
   }
 
+  async listAllocations(): Promise<Allocation[]> {
+    return this.db.prepare<[], string>('SELECT doc FROM allocations ORDER BY key').pluck().all().map((d) => JSON.parse(d) as Allocation);
+  }
+
   async commit(mutations: readonly Mutation[]): Promise<void> {
     // Checked against the index first (cheap, and the index mirrors the
     // table); SQLite's compare-and-swap below is the guard that counts.
@@ -124,7 +137,7 @@ export class SqliteStore implements Store {
     this.commitTxn.immediate(staged);
     for (const m of staged) {
       if (m.op === 'deleteVm') this.index.delete(m.id);
-      else this.index.put(m.vm);
+      else if (m.op === 'putVm') this.index.put(m.vm);
     }
   }
 
@@ -160,12 +173,31 @@ export class SqliteStore implements Store {
         }
         return;
       }
+      case 'putAllocation': {
+        const a = m.allocation;
+        const row: AllocRow = { key: a.key, pool_id: a.poolId, vm_id: a.vmId, tenant_id: a.tenantId, doc: JSON.stringify(a) };
+        if ((m.create ? this.allocInsert : this.allocUpdate).run(row).changes === 0) {
+          throw new AllocationConflictError(a.key, m.create);
+        }
+        return;
+      }
+      case 'deleteAllocation':
+        this.allocDelete.run(m.key);
+        return;
       default: {
         const never: never = m;
         throw new Error(`unknown mutation ${JSON.stringify(never)}`);
       }
     }
   }
+}
+
+interface AllocRow {
+  key: string;
+  pool_id: string;
+  vm_id: string;
+  tenant_id: string;
+  doc: string;
 }
 
 interface Row {

@@ -1,0 +1,74 @@
+import { invalidArgument } from '../core/errors.js';
+import type { Ipam } from '../core/ipam/allocator.js';
+import type { Allocation, BridgeSubnet } from '../core/ipam/types.js';
+import { formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
+import type { PlannedNic } from '../core/vm/validate.js';
+
+// Turns the planned NICs of a CreateVm into IPAM allocations and the address
+// and gateway each NIC is configured with. All or nothing: on any error the
+// allocations already taken are given back before the error propagates.
+
+export interface NicAddressing {
+  ipv6Address: string;
+  ipv6Gateway: string;
+  ipv6Allocation: string;
+}
+
+const SUBNET_BITS = 64n;
+
+export function assignAddresses(
+  ipam: Ipam | undefined,
+  bridges: readonly BridgeSubnet[],
+  nics: readonly PlannedNic[],
+  owner: { vmId: string; tenantId: string },
+  now: Date,
+): { allocations: Allocation[]; addressing: NicAddressing[] } {
+  const allocations: Allocation[] = [];
+  try {
+    const addressing = nics.map((nic, i): NicAddressing => {
+      const field = `config.network[${i}].ipv6`;
+      if (!ipam) {
+        if (nic.staticAddress) throw invalidArgument(`${field}.address`, 'IPv6 is not enabled on this host (no address pools are configured)');
+        return { ipv6Address: '', ipv6Gateway: '', ipv6Allocation: '' };
+      }
+      const a = ipam.allocate({
+        tenantId: owner.tenantId,
+        vmId: owner.vmId,
+        nicId: nic.id,
+        field,
+        bridge: nic.bridge || undefined,
+        poolId: nic.poolId || undefined,
+        address: nic.staticAddress,
+        wholePrefix: nic.wholePrefix,
+      }, now);
+      allocations.push(a);
+      return { ...addressOf(a, nic, bridges, field), ipv6Allocation: a.key };
+    });
+    return { allocations, addressing };
+  } catch (err) {
+    for (const a of allocations) ipam!.unreserve(a.key);
+    throw err;
+  }
+}
+
+/** The address (with its on-link prefix length) and gateway a NIC is given for an allocation. */
+function addressOf(a: Allocation, nic: PlannedNic, bridges: readonly BridgeSubnet[], field: string): Omit<NicAddressing, 'ipv6Allocation'> {
+  const addr = parseIpv6(a.address);
+  const onBridge = bridges.find((b) => b.name === nic.bridge && contains(b.network, b.length, addr));
+  const length = nic.staticAddress?.length ?? (a.kind === 'prefix' ? 64 : onBridge?.length ?? 64);
+  let gateway = nic.gateway;
+  if (gateway === undefined) {
+    // The bridge answers as the gateway of its own subnet, and of every VM
+    // subnet on it at <subnet>::1 (SPEC-NOTES 7).
+    gateway = onBridge?.hostAddresses[0] ?? (((addr >> (128n - SUBNET_BITS)) << (128n - SUBNET_BITS)) | 1n);
+  }
+  if (gateway === addr) {
+    throw invalidArgument(`${field}.address`, `${a.address} is the gateway address of its subnet; choose another address or set ipv6.gateway`);
+  }
+  return { ipv6Address: `${a.address}/${length}`, ipv6Gateway: formatIpv6(gateway) };
+}
+
+function contains(network: bigint, length: number, addr: bigint): boolean {
+  const shift = BigInt(128 - length);
+  return addr >> shift === network >> shift;
+}
