@@ -1,3 +1,4 @@
+import type { GuestNetworkDocument } from '../core/guest/network-config.js';
 import type { Json } from '../core/vm/record.js';
 
 /** Opaque, JSON-serialisable state a backend keeps per VM (stored with the VM). */
@@ -24,6 +25,8 @@ export interface BackendVmSpec {
   initrdPath: string;
   drives: { id: string; path: string; readOnly: boolean; isRoot: boolean }[];
   nics: BackendNicSpec[];
+  /** What the guest is told about its network (MMDS document; kernel args derive from it). */
+  guest?: GuestNetworkDocument;
 }
 
 /** What the backend sees of a VM's process right now. */

@@ -57,6 +57,12 @@ export class Daemon {
         instanceName: cfg.instance_name,
         ipam,
         bridgeSubnets: bridgeSubnets(cfg),
+        guestDns: {
+          servers: cfg.ipv6.dns.servers,
+          searchDomain: cfg.ipv6.dns.search_domain,
+          dnssec: cfg.ipv6.dns.enable_dnssec,
+          dnsOverTls: cfg.ipv6.dns.dns_over_tls,
+        },
         maxVms: cfg.max_vms,
         defaultShutdownTimeoutMs: cfg.shutdown_timeout,
         validation: validationContext(cfg),

@@ -11,6 +11,7 @@ import type { NetworkPlane } from '../network/plane.js';
 import type { Store, VmQuery } from '../store/store.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { assignAddresses } from './addressing.js';
+import { guestNetworkDocument, type GuestDns } from '../core/guest/network-config.js';
 import type { Ipam } from '../core/ipam/allocator.js';
 import type { BridgeSubnet } from '../core/ipam/types.js';
 import type { Mutation } from '../store/store.js';
@@ -24,6 +25,8 @@ export interface ManagerOptions {
   ipam?: Ipam;
   /** Bridges' on-link subnets (gateways for NICs on them). */
   bridgeSubnets?: BridgeSubnet[];
+  /** DNS settings handed to guests (ipv6.dns). */
+  guestDns?: GuestDns;
   maxVms: number;
   defaultShutdownTimeoutMs: number;
   validation: ValidationContext;
@@ -214,6 +217,7 @@ export class VmManager {
         ipv6Address: n.ipv6Address,
         ipv6Gateway: n.ipv6Gateway,
       })),
+      guest: guestNetworkDocument(vm, this.opts.guestDns ?? { servers: [], dnssec: false, dnsOverTls: false }),
     };
   }
 

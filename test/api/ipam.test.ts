@@ -182,3 +182,25 @@ describe('guide section 2 and concurrency', () => {
     }
   });
 });
+
+describe('prefix mode (RFC 8273)', () => {
+  it('each NIC gets a /64 of its own, lowest first, with ::10 as its address and ::1 as gateway', async () => {
+    const h = await startHarness({
+      configYaml: 'ipv6:\n  default_pool:\n    id: per-vm\n    prefix: "2600:beef:4000::/56"\n    mode: prefix\n    reserved: ["2600:beef:4000::1"]\n',
+    });
+    try {
+      const c = h.client(TOKENS.admin);
+      const a = (await c.createVm({ vmId: 'p-a', config: { tenantId: 't', network: [{ id: 'eth0' }] } })).vm!.networkStatus[0]!;
+      const b = (await c.createVm({ vmId: 'p-b', config: { tenantId: 't', network: [{ id: 'eth0', ipv6: { enablePrivacyExtensions: true } }] } })).vm!.networkStatus[0]!;
+      // The first /64 holds a reserved address, so it is never given away whole.
+      assert.deepEqual([a.ipv6Address, a.ipv6Gateway], ['2600:beef:4000:1::10/64', '2600:beef:4000:1::1']);
+      assert.deepEqual([b.ipv6Address, b.ipv6Gateway], ['2600:beef:4000:2::10/64', '2600:beef:4000:2::1']);
+      const allocs = await h.pools(TOKENS.admin).listAllocations({ poolId: 'per-vm' });
+      assert.deepEqual(allocs.allocations.map((x) => [x.prefix, x.kind]), [['2600:beef:4000:1::/64', 'prefix'], ['2600:beef:4000:2::/64', 'prefix']]);
+      const pool = (await h.pools(TOKENS.admin).getPool({ poolId: 'per-vm' })).pool!;
+      assert.deepEqual([pool.size, pool.used, pool.unit], ['256', '2', '/64']);
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +54,10 @@ it('quickstart serves the embedded config and its printed curl call works', asyn
   const nsList = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
   assert.ok(nsList.includes(`${instance}-vm-${json.vmId}`), 'the VM has its namespace');
   assert.ok(nsList.includes(netns), 'the data plane namespace exists');
+  // The guest sees the DNS of its network document as its resolv.conf.
+  const resolv = execFileSync('ip', ['netns', 'exec', `${instance}-vm-${json.vmId}`, 'cat', '/etc/resolv.conf'], { encoding: 'utf8' });
+  assert.match(resolv, /^nameserver fd00:6d74::53$/m);
   const del = await fetch(url.replace('CreateVm', 'DeleteVm'), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ vm_id: json.vmId }) });
   assert.equal(del.status, 200);
+  assert.equal(existsSync(`/etc/netns/${instance}-vm-${json.vmId}`), false, 'per-VM resolv.conf removed');
 });

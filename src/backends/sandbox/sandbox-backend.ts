@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type {
   BackendHandle, BackendNicSpec, BackendStatus, BackendVmSpec, ShutdownOptions, VmBackend,
 } from '../backend.js';
 import { spawnDetached } from '../../kernel/exec.js';
+import { resolvConf } from '../../core/guest/network-config.js';
 import { assertIfName, assertMac, assertNetnsName } from '../../kernel/names.js';
 import {
   ipBatch, ipIn, ipJson, linkDelete, linkShow, netnsAdd, netnsDelete, netnsExists, netnsList, netnsPids,
@@ -237,6 +238,12 @@ export class SandboxBackend implements VmBackend {
         if (n.ipv6Gateway !== '') vmLines.push(`route add default via ${n.ipv6Gateway} dev ${n.id} onlink metric ${1024 + i}`);
       });
       await ipBatch(ns, vmLines);
+      // `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc, so the guest
+      // sees the DNS settings of its network document as its resolv.conf.
+      if (spec.guest && spec.guest.latest['meta-data'].dns.servers.length > 0) {
+        await mkdir(`/etc/netns/${ns}`, { recursive: true });
+        await writeFile(`/etc/netns/${ns}/resolv.conf`, resolvConf(spec.guest));
+      }
       const hostNetns = this.dataplaneNetns ?? null;
       const devices = nics.map((n) => n.hostDevice);
       return { netns: ns, hostNetns, nics: devices, hostIfindexes, pid: null, startTime: null } satisfies SandboxHandle;
@@ -365,6 +372,7 @@ export class SandboxBackend implements VmBackend {
       }
     }
     await netnsDelete(ns);
+    await rm(`/etc/netns/${ns}`, { recursive: true, force: true });
   }
 
   /**
