@@ -5,7 +5,7 @@ import { EXIT, exitCodeFor } from './exit-codes.js';
 import { registerPoolCommands } from './pool-commands.js';
 import { registerVmCommands, UsageError } from './vm-commands.js';
 
-// `metald serve | config check | vm ...`. Errors print one clear line on
+// `metald serve | config check | doctor | vm ...`. Errors print one clear line on
 // stderr and map to the documented exit codes.
 
 export async function main(argv: string[]): Promise<number> {
@@ -47,12 +47,26 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${path}: OK\n`);
     });
 
+  // Set by commands whose outcome is not an error but still a non-zero exit (doctor: host not ready).
+  let exitCode: number = EXIT.ok;
+  program.command('doctor')
+    .description('check that this host can run metald: sysctl baseline, kernel features, binaries (exit 1 if a must-have fails)')
+    .option('-c, --config <path>', 'config file (else $UNKEY_METALD_CONFIG, else /etc/metald/config.yaml, else built-in defaults)')
+    .option('--netns <name>', 'namespace whose sysctls are checked (default: dataplane.netns)')
+    .option('--root', "check the host's own (root) network namespace instead; with --fix, write it")
+    .option('--fix', 'apply the sysctl baseline to the checked namespace, then check again')
+    .action(async (o) => {
+      const { doctorCommand } = await import('../doctor/doctor.js');
+      const json = (program.opts() as { output: string }).output === 'json';
+      exitCode = await doctorCommand({ configPath: o.config, netns: o.netns, root: o.root === true, fix: o.fix === true, json });
+    });
+
   registerVmCommands(program, () => program.opts());
   registerPoolCommands(program, () => program.opts());
 
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return EXIT.ok;
+    return exitCode;
   } catch (err) {
     return report(err);
   }

@@ -4,6 +4,7 @@ import { Authenticator } from '../api/auth.js';
 import { ApiServer } from '../api/server.js';
 import { RpcEnvelope, type RpcObserver } from '../api/envelope.js';
 import { createFastReads } from '../api/fast-reads.js';
+import { startupCheck } from '../doctor/doctor.js';
 import { VmReads } from '../api/vm-reads.js';
 import { registerVmService } from '../api/vm-service.js';
 import { registerPoolService } from '../api/pool-service.js';
@@ -50,6 +51,15 @@ export class Daemon {
     const store = SqliteStore.open(cfg.data_dir);
     try {
       await backend.start();
+      // Same checks as `metald doctor`: the data-plane namespace (which backend.start
+      // just made sure exists) gets the sysctl baseline; the root namespace is only read.
+      // Throws the doctor's must-have message when the host cannot run metald.
+      const preflight = await startupCheck(cfg);
+      if (preflight.applied.length > 0) {
+        log.info({ netns: cfg.dataplane.netns, sysctls: preflight.applied }, 'applied the sysctl baseline to the data-plane namespace');
+      }
+      const advice = preflight.results.filter((r) => r.status === 'warn');
+      if (advice.length > 0) log.warn({ checks: advice.map((r) => `${r.id}: ${r.found}`) }, 'doctor advice not followed (metald doctor for details)');
       const network: NetworkPlane = new UnmanagedNetworkPlane();
       const ipam = ipamFromConfig(cfg);
       ipam?.load(await store.listAllocations());

@@ -1,0 +1,312 @@
+import { readFile } from 'node:fs/promises';
+import { formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
+import type { VmRecord } from '../core/vm/record.js';
+import { run } from '../kernel/exec.js';
+import { assertIfName, assertNetnsName } from '../kernel/names.js';
+import { ipBatch, ipJson } from '../kernel/netns.js';
+import type { Logger } from '../observability/logger.js';
+import {
+  addLine, addrsAfter, desiredHostNetwork, parseKernelView, planHostNetwork, portLine,
+  type BridgeSpec, type DesiredBridge, type HostNetworkPlan, type KernelAddrs, type KernelView, type SkippedNic,
+} from './desired.js';
+import { detectVlanFiltering, type VlanFilteringSupport } from './kernel-features.js';
+import type { NetworkPlane } from './plane.js';
+
+// The host side of VM NICs: bridges, their addresses, and VM ports on them
+// (docs/decisions/0014). Reads the kernel, diffs it against desiredHostNetwork,
+// and applies the difference with `ip -batch`, so every call is idempotent
+// and a reconcile of a host that is already right writes nothing.
+
+export interface BridgePlaneOptions {
+  /** Data-plane namespace; undefined = the root namespace (production only). */
+  netns: string | undefined;
+  bridges: BridgeSpec[];
+  log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+}
+
+/** A VM removed less than this long ago is ignored by a reconcile whose VM list may predate the removal. */
+const TOMBSTONE_MS = 5 * 60_000;
+
+export class BridgeNetworkPlane implements NetworkPlane {
+  /** Processes spawned (reads and writes) and the write steps of the last call: for tests and the bench. */
+  readonly stats = { reads: 0, writes: 0 };
+  lastApplied: string[] = [];
+  vlanFiltering: VlanFilteringSupport | undefined;
+
+  private readonly netns: string | undefined;
+  private readonly specs: BridgeSpec[];
+  private readonly log: BridgePlaneOptions['log'];
+  private chain: Promise<unknown> = Promise.resolve();
+  private started: Promise<void> | undefined;
+  /** Every VM ensured and not removed, so a reconcile with a stale VM list cannot undo a concurrent create. */
+  private readonly live = new Map<string, VmRecord>();
+  private readonly gone = new Map<string, number>();
+  /** "bridge|gateway" -> VMs using that gateway address. */
+  private readonly gwUsers = new Map<string, Set<string>>();
+  /** Addresses of each bridge known to be configured as desired (from our last read plus our writes). */
+  private readonly known = new Map<string, KernelAddrs>();
+  /** Bridge -> ifindex whose sysctls we wrote (-1: created by us, ifindex not read yet). */
+  private readonly sysctlsDone = new Map<string, number>();
+
+  constructor(opts: BridgePlaneOptions) {
+    if (opts.netns !== undefined) assertNetnsName(opts.netns);
+    for (const b of opts.bridges) assertIfName(b.name);
+    this.netns = opts.netns;
+    this.specs = opts.bridges.map((b) => ({ ...b, addresses: [...b.addresses] }));
+    this.log = opts.log;
+    desiredHostNetwork({ bridges: this.specs, vms: [] }); // fails fast on bad addresses or duplicate names
+  }
+
+  /** One-time set-up; called by the first operation if the daemon does not call it. */
+  start(): Promise<void> {
+    this.started ??= this.startOnce().catch((err: unknown) => {
+      this.started = undefined;
+      throw err;
+    });
+    return this.started;
+  }
+
+  ensureVm(vm: VmRecord): Promise<void> {
+    return this.serial(async () => {
+      this.live.set(vm.id, vm);
+      this.gone.delete(vm.id);
+      const want = this.desiredOf([vm]);
+      this.index(want, vm.id, true);
+      // Fast path, one process: ports are set unconditionally (idempotent), addresses
+      // only when our picture of the bridge lacks them. Anything unexpected (bridge
+      // gone, port missing, address added by someone else) falls back to read-and-diff.
+      const lines = this.fastLines(want);
+      if (lines !== undefined) {
+        try {
+          await this.write(lines);
+          this.lastApplied = lines;
+          for (const b of want) this.noteAdded(b, lines);
+          return;
+        } catch (err) {
+          this.log.debug({ vm_id: vm.id, err: String(err) }, 'bridge plane fast path failed; reading the kernel');
+        }
+      }
+      await this.converge(want, false);
+    });
+  }
+
+  removeVm(vm: VmRecord): Promise<void> {
+    return this.serial(async () => {
+      this.live.delete(vm.id);
+      this.gone.set(vm.id, Date.now());
+      const mine = this.desiredOf([vm]);
+      this.index(mine, vm.id, false);
+      // Ports need nothing: they vanish with the VM's host device. Gateway
+      // addresses go when no other VM names them, and only if metald added them.
+      const drop = mine.map((b) => ({
+        bridge: b.name,
+        addrs: b.addresses.filter((a) => a.source === 'gateway' && !this.gwUsers.has(`${b.name}|${a.address}`)).map((a) => parseIpv6(a.address)),
+      })).filter((d) => d.addrs.length > 0);
+      if (drop.length === 0) return;
+      let view: KernelView | undefined;
+      const lines = () => drop.flatMap((d) => d.addrs.flatMap((addr) => {
+        const cur = (view ? view.bridges.get(d.bridge)?.addrs : this.known.get(d.bridge))?.get(addr);
+        return cur?.ours ? [`address del ${formatIpv6(addr)}/${cur.length} dev ${d.bridge}`] : [];
+      }));
+      if (drop.some((d) => !this.known.has(d.bridge))) view = await this.read();
+      try {
+        this.lastApplied = lines();
+        await this.write(this.lastApplied);
+      } catch {
+        // Our picture was stale (someone removed the address already): once more from the kernel.
+        view = await this.read();
+        this.lastApplied = lines();
+        await this.write(this.lastApplied);
+      }
+      for (const d of drop) for (const addr of d.addrs) this.known.get(d.bridge)?.delete(addr);
+    });
+  }
+
+  /** No-op here: the isolation issue enforces vm.isolated (nftables plane); the lifecycle already records it. */
+  async applyIsolation(): Promise<void> {}
+
+  reconcile(vms: readonly VmRecord[]): Promise<void> {
+    return this.serial(async () => {
+      const now = Date.now();
+      for (const [id, at] of this.gone) if (now - at > TOMBSTONE_MS) this.gone.delete(id);
+      const effective = new Map<string, VmRecord>();
+      for (const vm of vms) if (!this.gone.has(vm.id)) effective.set(vm.id, vm);
+      for (const [id, vm] of this.live) if (!effective.has(id)) effective.set(id, vm);
+      this.live.clear();
+      for (const [id, vm] of effective) this.live.set(id, vm);
+      const desired = desiredHostNetwork({ bridges: this.specs, vms: [...effective.values()] });
+      this.logSkipped(desired.skipped);
+      this.gwUsers.clear();
+      for (const b of desired.bridges) {
+        for (const a of b.addresses) if (a.source === 'gateway') this.gwUsers.set(`${b.name}|${a.address}`, new Set(a.vms));
+      }
+      await this.converge(desired.bridges, true);
+    });
+  }
+
+  // --- internals ---------------------------------------------------------------------------------
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(async () => {
+      await this.start();
+      return fn();
+    });
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  private async startOnce(): Promise<void> {
+    if (this.netns !== undefined) {
+      // Our own namespace: pin what the host side relies on. br_netfilter is built in
+      // here and defaults to 1 in every new namespace, which would run bridged
+      // frames through ip6tables/inet hooks; the port guards use the bridge family.
+      // -e: without br_netfilter the net.bridge keys do not exist, and need not.
+      await this.sysctl([
+        'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.accept_ra=0', 'net.ipv6.conf.default.accept_redirects=0',
+        'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-iptables=0',
+      ], true);
+    } else {
+      // The host's own namespace is the operator's: report, do not change (guide "Host Network Hardening").
+      const read = (p: string) => readFile(p, 'utf8').then((s) => s.trim(), () => undefined);
+      if ((await read('/proc/sys/net/ipv6/conf/all/forwarding')) === '0') {
+        this.log.warn({}, 'net.ipv6.conf.all.forwarding is 0: VM subnets will not be routed (see the deployment guide, host hardening)');
+      }
+      if ((await read('/proc/sys/net/bridge/bridge-nf-call-ip6tables')) === '1') {
+        this.log.warn({}, 'net.bridge.bridge-nf-call-ip6tables is 1: bridged VM traffic also passes ip6tables/inet hooks');
+      }
+    }
+    for (const b of this.specs.filter((s) => s.stp)) {
+      // SPEC-NOTES 9: honoured, but say what it costs.
+      this.log.warn({ bridge: b.name, forward_delay_s: b.forwardDelaySec },
+        `STP is on for ${b.name}: a new VM port listens and learns for 2 x forward_delay = ${2 * b.forwardDelaySec} s before it forwards`);
+    }
+    this.vlanFiltering = await detectVlanFiltering(this.netns);
+    this.log.info({ vlan_filtering: this.vlanFiltering.supported, detail: this.vlanFiltering.detail }, 'bridge vlan_filtering probe');
+  }
+
+  /** desiredHostNetwork restricted to the bridges these VMs use (config addresses included). */
+  private desiredOf(vms: VmRecord[]): DesiredBridge[] {
+    const d = desiredHostNetwork({ bridges: this.specs, vms });
+    this.logSkipped(d.skipped);
+    const used = new Set(vms.flatMap((v) => v.nics.map((n) => n.bridge)));
+    return d.bridges.filter((b) => used.has(b.name));
+  }
+
+  private index(bridges: DesiredBridge[], vmId: string, add: boolean): void {
+    for (const b of bridges) {
+      for (const a of b.addresses) {
+        if (a.source !== 'gateway') continue;
+        const key = `${b.name}|${a.address}`;
+        const users = this.gwUsers.get(key) ?? new Set<string>();
+        if (add) users.add(vmId);
+        else users.delete(vmId);
+        if (users.size > 0) this.gwUsers.set(key, users);
+        else this.gwUsers.delete(key);
+      }
+    }
+  }
+
+  private fastLines(want: DesiredBridge[]): string[] | undefined {
+    const lines: string[] = [];
+    for (const b of want) {
+      const addrs = this.known.get(b.name);
+      if (!addrs) return undefined;
+      for (const a of b.addresses) {
+        if (!addrs.has(parseIpv6(a.address))) lines.push(addLine(b.name, a.address, a.length));
+      }
+      for (const p of b.ports) lines.push(portLine(b.name, p.device, p.mtu));
+    }
+    return lines;
+  }
+
+  private noteAdded(b: DesiredBridge, lines: string[]): void {
+    const addrs = this.known.get(b.name);
+    for (const a of b.addresses) {
+      if (lines.includes(addLine(b.name, a.address, a.length))) addrs?.set(parseIpv6(a.address), { length: a.length, ours: true });
+    }
+  }
+
+  /** Read, plan, apply; once more from a fresh read if the kernel changed under us. */
+  private async converge(want: DesiredBridge[], prune: boolean): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const view = await this.read();
+      const plan = planHostNetwork(want, view, prune);
+      for (const w of plan.warnings) this.warnOnce(w);
+      try {
+        this.lastApplied = await this.apply(plan, view);
+      } catch (err) {
+        for (const b of want) this.known.delete(b.name);
+        if (attempt >= 2) throw err;
+        this.log.warn({ err: String(err) }, 'bridge plane step failed; re-reading the kernel');
+        continue;
+      }
+      for (const b of want) {
+        if (plan.problems.some((p) => p.startsWith(`${b.name}:`))) this.known.delete(b.name);
+        else this.known.set(b.name, addrsAfter(b, view.bridges.get(b.name)?.addrs, prune));
+      }
+      if (plan.problems.length > 0) throw new Error(`bridge plane: ${plan.problems.join('; ')}`);
+      return;
+    }
+  }
+
+  private async read(): Promise<KernelView> {
+    this.stats.reads += 2;
+    // Two dumps in parallel: details (bridge attributes) only for bridges, since
+    // `-d` on every VM port would multiply the size of the link dump.
+    const [bridges, links] = await Promise.all([
+      ipJson(this.netns, ['-d', 'address', 'show', 'type', 'bridge']),
+      ipJson(this.netns, ['link', 'show']),
+    ]);
+    return parseKernelView(bridges, links);
+  }
+
+  private async apply(plan: HostNetworkPlan, view: KernelView): Promise<string[]> {
+    const steps: string[] = [];
+    if (plan.create.length) {
+      await this.write(plan.create);
+      steps.push(...plan.create);
+      for (const name of plan.created) this.sysctlsDone.delete(name);
+    }
+    const fresh = [...view.bridges.entries()].filter(([n]) => this.specs.some((s) => s.name === n));
+    for (const [name, k] of fresh) {
+      // Adopt the ifindex of a bridge we created, so its recreation by anyone shows as a change.
+      if (this.sysctlsDone.get(name) === -1) this.sysctlsDone.set(name, k.ifindex);
+    }
+    const need = [...plan.created, ...fresh.filter(([n, k]) => this.sysctlsDone.get(n) !== k.ifindex).map(([n]) => n)];
+    if (need.length) {
+      // Slash form: a bridge name may contain dots (the guide's step 1.2 sysctls).
+      const kv = need.flatMap((n) => [`net/ipv6/conf/${n}/forwarding=1`, `net/ipv6/conf/${n}/accept_ra=0`, `net/ipv6/conf/${n}/accept_redirects=0`]);
+      await this.sysctl(kv, false);
+      steps.push(...kv.map((s) => `sysctl ${s}`));
+      for (const n of need) this.sysctlsDone.set(n, plan.created.includes(n) ? -1 : view.bridges.get(n)!.ifindex);
+    }
+    await this.write(plan.lines);
+    steps.push(...plan.lines);
+    return steps;
+  }
+
+  private async write(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    this.stats.writes++;
+    await ipBatch(this.netns, lines);
+  }
+
+  private async sysctl(kv: string[], ignoreMissing: boolean): Promise<void> {
+    this.stats.writes++;
+    const args = ['-q', ...(ignoreMissing ? ['-e'] : []), '-w', ...kv];
+    // Only production (no data-plane namespace) writes in the root namespace, and only for its own bridges.
+    if (this.netns === undefined) await run('sysctl', args);
+    else await run('ip', ['netns', 'exec', this.netns, 'sysctl', ...args]);
+  }
+
+  private readonly reported = new Set<string>();
+  private warnOnce(msg: string, fields: Record<string, unknown> = {}): void {
+    if (this.reported.has(msg)) return;
+    this.reported.add(msg);
+    this.log.warn(fields, msg);
+  }
+
+  private logSkipped(skipped: SkippedNic[]): void {
+    for (const s of skipped) this.warnOnce(`NIC ${s.vmId}/${s.nicId} left without host-side plumbing: ${s.reason}`, { vm_id: s.vmId, nic: s.nicId });
+  }
+}
