@@ -14,7 +14,11 @@ import { parsePrefix } from '../core/net/ipv6.js';
 import type { ValidationContext } from '../core/vm/validate.js';
 import { VmManager } from '../lifecycle/manager.js';
 import { Reconciler } from '../lifecycle/reconciler.js';
+import { join } from 'node:path';
+import { BridgeNetworkPlane } from '../network/bridge-plane.js';
 import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
+import { RadvdPlane } from '../network/radvd-plane.js';
+import { RadvdSupervisor } from '../network/radvd/supervisor.js';
 import type { Logger } from '../observability/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
@@ -39,6 +43,7 @@ export class Daemon {
     readonly backend: VmBackend,
     readonly manager: VmManager,
     readonly reconciler: Reconciler,
+    readonly network: NetworkPlane,
     readonly api: ApiServer,
     readonly address: { host: string; port: number },
     private readonly log: Logger,
@@ -60,7 +65,7 @@ export class Daemon {
       }
       const advice = preflight.results.filter((r) => r.status === 'warn');
       if (advice.length > 0) log.warn({ checks: advice.map((r) => `${r.id}: ${r.found}`) }, 'doctor advice not followed (metald doctor for details)');
-      const network: NetworkPlane = new UnmanagedNetworkPlane();
+      const network = buildNetworkPlane(cfg, log);
       const ipam = ipamFromConfig(cfg);
       ipam?.load(await store.listAllocations());
       const manager = new VmManager(store, backend, network, {
@@ -98,7 +103,7 @@ export class Daemon {
         tls: cfg.tls ? { certFile: cfg.tls.cert_file, keyFile: cfg.tls.key_file } : undefined,
       });
       const address = await api.listen();
-      const d = new Daemon(cfg, store, backend, manager, reconciler, api, address, log);
+      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log);
       d.schedule(opts.reconcileIntervalMs ?? 10_000);
       log.info({ address, backend: backend.name, data_dir: cfg.data_dir, tls: !!cfg.tls }, 'metald serving');
       return d;
@@ -122,13 +127,46 @@ export class Daemon {
     this.timer = setTimeout(tick, intervalMs).unref();
   }
 
-  /** Stops serving; VMs keep running (the next start adopts them). */
+  /** Stops serving; VMs (and radvd) keep running (the next start adopts them). */
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     await this.api.close();
+    if (this.network instanceof RadvdPlane) await this.network.release();
     await this.backend.stop();
     await this.store.close();
   }
+}
+
+/**
+ * The host side of VM NICs: bridges and ports (with router advertisements)
+ * when IPv6 bridges are configured, else only what the backend plumbs.
+ */
+function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
+  const bridges = allBridges(cfg);
+  if (!cfg.ipv6.enabled || bridges.length === 0) return new UnmanagedNetworkPlane();
+  const netns = cfg.dataplane.netns;
+  const plane = new BridgeNetworkPlane({
+    netns,
+    log,
+    bridges: bridges.map((b) => ({
+      name: b.name,
+      mtu: b.mtu,
+      stp: b.enable_stp,
+      forwardDelaySec: b.forward_delay,
+      mldSnooping: b.enable_mld_snooping,
+      querier: b.enable_mld_snooping,
+      ageingTimeSec: 30,
+      addresses: b.ipv6_address ? [b.ipv6_address] : [],
+    })),
+  });
+  const supervisor = new RadvdSupervisor({ netns, dir: join('/run/metald', cfg.instance_name), instance: cfg.instance_name, log });
+  return new RadvdPlane(
+    plane,
+    supervisor,
+    bridges.map((b) => ({ name: b.name, address: b.ipv6_address, mtu: b.mtu })),
+    { dnsServers: cfg.ipv6.dns.servers, searchDomain: cfg.ipv6.dns.search_domain },
+    log,
+  );
 }
 
 function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {
