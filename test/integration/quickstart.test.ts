@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,10 @@ let child: ChildProcess | undefined;
 
 after(() => {
   child?.kill('SIGKILL');
+  // radvd outlives metald by design (the next start adopts it): stop it here.
+  const pidFile = `/run/metald/${instance}/radvd-${instance}.pid`;
+  if (existsSync(pidFile)) { try { process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGKILL'); } catch {} }
+  rmSync(`/run/metald/${instance}`, { recursive: true, force: true });
   for (const ns of execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]!)) {
     if (ns.startsWith(instance) || ns === netns) {
       try { execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean).forEach((p) => process.kill(Number(p), 'SIGKILL')); } catch {}
@@ -54,6 +58,25 @@ it('quickstart serves the embedded config and its printed curl call works', asyn
   const nsList = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
   assert.ok(nsList.includes(`${instance}-vm-${json.vmId}`), 'the VM has its namespace');
   assert.ok(nsList.includes(netns), 'the data plane namespace exists');
+  // A second VM, auto-assigned on the bridge; both boot and reach their
+  // gateways and each other over the bridge; the bridge carries the first
+  // VM's subnet gateway (…:100::1) too.
+  const post = (m: string, b: unknown) => fetch(url.replace('CreateVm', m), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(b) }).then((r) => r.json() as Promise<any>);
+  const second = await post('CreateVm', { vm_id: 'qs-two', config: { tenant_id: 'test-customer', network: [{ id: 'eth0' }] } });
+  assert.equal(second.vm.networkStatus[0].ipv6Address, 'fd00:6d74::2/64');
+  for (const id of [json.vmId, 'qs-two']) assert.equal((await post('BootVm', { vm_id: id })).state, 'VM_STATE_RUNNING');
+  const ping = (id: string, dst: string) => execFileSync('ip', ['netns', 'exec', `${instance}-vm-${id}`, 'ping', '-6', '-c1', '-W3', dst], { encoding: 'utf8' });
+  assert.match(ping(json.vmId, 'fd00:6d74:0:100::1'), / 0% packet loss/);
+  assert.match(ping('qs-two', 'fd00:6d74::1'), / 0% packet loss/);
+  assert.match(ping('qs-two', 'fd00:6d74:0:100::10'), / 0% packet loss/, 'VMs in different /64s reach each other through the bridge');
+  // radvd runs and the auto-assigned VM also forms a SLAAC address from the bridge's RA.
+  let slaac = '';
+  for (let i = 0; i < 50 && !slaac; i++) {
+    slaac = execFileSync('ip', ['-n', `${instance}-vm-qs-two`, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global', 'dynamic'], { encoding: 'utf8' });
+    if (!slaac) await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.match(slaac, /inet6 fd00:6d74::[0-9a-f:]+\/64 scope global dynamic/);
+  await post('DeleteVm', { vm_id: 'qs-two' });
   // The guest sees the DNS of its network document as its resolv.conf.
   const resolv = execFileSync('ip', ['netns', 'exec', `${instance}-vm-${json.vmId}`, 'cat', '/etc/resolv.conf'], { encoding: 'utf8' });
   assert.match(resolv, /^nameserver fd00:6d74::53$/m);

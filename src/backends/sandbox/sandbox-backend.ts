@@ -42,6 +42,8 @@ const HASH_HEX = 16;
 const MAX_INSTANCE = MAX_NETNS - '-vmh-'.length - HASH_HEX - 2;
 const BOOT_CHECK_MS = 5_000;
 const SIGNAL_WAIT_MS = 2_000;
+/** Longest boot() waits for the guest's addresses to leave DAD. */
+const DAD_WAIT_MS = 5_000;
 const KILL_WAIT_MS = 5_000;
 
 function assertVmId(id: string): string {
@@ -278,7 +280,14 @@ export class SandboxBackend implements VmBackend {
       return await sameFile(`/proc/${pid}/ns/net`, `/run/netns/${h.netns}`)
         && await readFile(`/proc/${pid}/cmdline`, 'utf8').then((c) => c !== ipCmdline, () => false);
     }, BOOT_CHECK_MS).catch((err: unknown) => err);
-    if (joined === true) return booted;
+    if (joined === true) {
+      // Ready like a guest that reports ready: its static addresses have
+      // passed duplicate address detection (a tentative address cannot be
+      // used as a source yet). Bounded: DAD normally takes ~1-2 s.
+      await waitFor(async () => (await ipJson(h.netns, ['-6', 'addr', 'show', 'tentative'])).every((l) => !Array.isArray(l['addr_info']) || l['addr_info'].length === 0), DAD_WAIT_MS)
+        .catch(() => false);
+      return booted;
+    }
     await this.kill(booted);
     throw joined instanceof Error ? joined : new Error(`guest of ${spec.id} did not enter namespace ${h.netns}`);
   }
