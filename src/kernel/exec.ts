@@ -36,7 +36,13 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
         resolve(stdout);
       },
     );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    if (opts.input !== undefined) {
+      // A command that stops reading early (ip -batch on an error) makes the
+      // write fail with EPIPE; unhandled, that would kill the daemon. The exit
+      // code reports the failure.
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(opts.input);
+    }
   });
 }
 

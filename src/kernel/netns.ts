@@ -10,8 +10,16 @@ export type IpObject = Record<string, unknown>;
 
 const NETNS_DIR = '/run/netns';
 
-function nsArgs(netns: string | undefined): string[] {
-  return netns === undefined ? [] : ['-n', assertNetnsName(netns)];
+/**
+ * `ip` in a namespace through `nsenter --net=` rather than `ip -n`: `ip -n`
+ * also copies every mount and remounts /sys, which grows with the number of
+ * namespaces (2.4 ms idle with a few, 19.5 ms with 10 000); nsenter stays at
+ * ~3 ms at any scale.
+ */
+function ipArgv(netns: string | undefined, args: readonly string[]): [string, string[]] {
+  return netns === undefined
+    ? ['ip', [...args]]
+    : ['nsenter', [`--net=${NETNS_DIR}/${assertNetnsName(netns)}`, '--', 'ip', ...args]];
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
@@ -76,11 +84,13 @@ export async function netnsPids(name: string): Promise<number[]> {
 
 /** `ip -n <netns> ...args`, or plain `ip ...args` for the root namespace. */
 export function ipIn(netns: string | undefined, args: readonly string[]): Promise<string> {
-  return run('ip', [...nsArgs(netns), ...args]);
+  const [file, argv] = ipArgv(netns, args);
+  return run(file, argv);
 }
 
 export async function ipJson(netns: string | undefined, args: readonly string[]): Promise<IpObject[]> {
-  const out = (await run('ip', [...nsArgs(netns), '-json', ...args])).trim();
+  const [file, argv] = ipArgv(netns, ['-json', ...args]);
+  const out = (await run(file, argv)).trim();
   if (out === '') return [];
   const parsed: unknown = JSON.parse(out);
   if (!Array.isArray(parsed)) throw new Error(`unexpected \`ip -json ${args.join(' ')}\` output`);
@@ -102,8 +112,8 @@ export function ipBatch(netns: string | undefined, lines: readonly string[], opt
     if (/[\r\n\0]/.test(line)) throw new Error(`ip batch line contains a line break: ${JSON.stringify(line)}`);
   }
   if (lines.length === 0) return Promise.resolve('');
-  const args = [...nsArgs(netns), ...(opts.json ? ['-json'] : []), '-batch', '-'];
-  return run('ip', args, { input: `${lines.join('\n')}\n` });
+  const [file, argv] = ipArgv(netns, [...(opts.json ? ['-json'] : []), '-batch', '-']);
+  return run(file, argv, { input: `${lines.join('\n')}\n` });
 }
 
 /** Parse the stdout of `ipBatch(..., { json: true })`. */
@@ -119,7 +129,7 @@ export function parseBatchJson(out: string): IpObject[] {
 
 function isMissing(err: unknown): boolean {
   return err instanceof CommandError
-    && /does not exist|Cannot find device|Cannot open network namespace/.test(err.stderr);
+    && /does not exist|Cannot find device|Cannot open network namespace|cannot open \/run\/netns\//.test(err.stderr);
 }
 
 /** The link's `ip -json link show` object, or undefined if it (or its namespace) does not exist. */

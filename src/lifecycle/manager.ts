@@ -18,6 +18,8 @@ import type { Mutation } from '../store/store.js';
 
 /** Not a valid VM id, so it can never collide with one. */
 const CAPACITY_KEY = '#capacity';
+/** Linux bridges accept at most 1023 ports (BR_MAX_PORTS - 1). */
+export const MAX_BRIDGE_PORTS = 1023;
 
 export interface ManagerOptions {
   instanceName: string;
@@ -47,6 +49,8 @@ export class VmManager {
   private readonly lock = new KeyedMutex();
   private readonly usedHostDevices = new Set<string>();
   private readonly staleAllocationRows = new Set<string>();
+  /** Ports per bridge: a Linux bridge takes at most 1023 (the 1024th fails with "Exchange full"). */
+  private readonly bridgePorts = new Map<string, number>();
   private readonly now: () => Date;
 
   constructor(
@@ -62,8 +66,12 @@ export class VmManager {
   /** Index host device names already in use (call once after recovery). */
   async loadIndexes(): Promise<void> {
     this.usedHostDevices.clear();
+    this.bridgePorts.clear();
     const { vms } = await this.store.listVms({});
-    for (const vm of vms) for (const n of vm.nics) this.usedHostDevices.add(n.hostDevice);
+    for (const vm of vms) {
+      for (const n of vm.nics) this.usedHostDevices.add(n.hostDevice);
+      this.countPorts(vm, 1);
+    }
   }
 
   async create(principal: Principal, requestedId: string, config: VmConfig | undefined): Promise<VmRecord> {
@@ -106,6 +114,12 @@ export class VmManager {
       if (count >= this.opts.maxVms) {
         throw resourceExhausted(`max_vms (${this.opts.maxVms}) reached`, { limit: this.opts.maxVms });
       }
+      plan.nics.forEach((n, i) => {
+        const ports = (this.bridgePorts.get(n.bridge) ?? 0) + plan.nics.slice(0, i).filter((m) => m.bridge === n.bridge).length;
+        if (n.bridge && ports >= MAX_BRIDGE_PORTS) {
+          throw new MetaldError('resource_exhausted', `bridge ${n.bridge} has ${MAX_BRIDGE_PORTS} ports, the kernel's limit per bridge; attach the NIC to another bridge`, `config.network[${i}].bridge_name`);
+        }
+      });
       this.collectExpired(ts);
       const { allocations, addressing } = assignAddresses(this.opts.ipam, this.opts.bridgeSubnets ?? [], plan.nics, { vmId: id, tenantId: plan.tenantId }, ts);
       vm = {
@@ -124,6 +138,7 @@ export class VmManager {
           { op: 'putVm', vm },
           ...allocations.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: true })),
         ]);
+        this.countPorts(vm, 1);
       } catch (err) {
         for (const a of allocations) this.opts.ipam?.unreserve(a.key);
         for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
@@ -158,6 +173,7 @@ export class VmManager {
       ]);
       for (const a of allocs) this.opts.ipam!.unreserve(a.key);
     });
+    this.countPorts(vm, -1);
     for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
   }
 
@@ -187,6 +203,10 @@ export class VmManager {
       if (n) await this.commitAllocations([]);
       return n;
     });
+  }
+
+  private countPorts(vm: VmRecord, d: 1 | -1): void {
+    for (const n of vm.nics) if (n.bridge) this.bridgePorts.set(n.bridge, Math.max(0, (this.bridgePorts.get(n.bridge) ?? 0) + d));
   }
 
   private claimHostDevice(vmId: string, nicId: string): string {
@@ -310,6 +330,7 @@ export class VmManager {
         ...released.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: false })),
       ]);
     });
+    this.countPorts(vm, -1);
     for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
     this.log.info({ vm_id: vm.id, tenant_id: vm.tenantId }, 'vm deleted');
   }

@@ -105,6 +105,9 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     await ping6(vmns('a1'), 'fd00:99::1');
     await ping6(vmns('a2'), 'fd00:99::1');
     assert.equal((await link(dev(1)))?.['master'], BR_A);
+    // Ports carry no IPv6 of their own in the data plane (decision 0014); the bridge does.
+    assert.equal(await sysctlIn(DP, `net.ipv6.conf.${dev(1)}.disable_ipv6`), '1');
+    assert.equal(await sysctlIn(DP, `net.ipv6.conf.${BR_A}.disable_ipv6`), '0');
   });
 
   it('(2) a VM in another /64 reaches its gateway, which the plane put on the bridge', async () => {
@@ -185,6 +188,21 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     assert.deepEqual(plane.lastApplied, []);
     assert.equal(plane.stats.writes, writes, 'no process spawned to write');
     assert.deepEqual(await hostDump(DP, names, ports), good);
+  });
+
+  it('a reconcile with a stale VM list neither undoes a newer create nor revives a removed VM', async () => {
+    // No device behind this NIC (a tap backend before boot): the fast path fails, the
+    // read-and-diff path adds the gateway and leaves the port for later.
+    const x = vmRecord('x8', [{ hostDevice: dev(8), bridge: BR_A, address: 'fd00:99:0:300::10/64', gateway: 'fd00:99:0:300::1' }]);
+    const stale = [...vms.values()];
+    await plane.ensureVm(x);
+    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'));
+    await plane.reconcile(stale);
+    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'), 'kept: ensured after the list was read');
+    await plane.removeVm(x);
+    assert.ok(!(await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'));
+    await plane.reconcile([...stale, x]);
+    assert.ok(!(await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'), 'not revived: removed after the list was read');
   });
 
   it('(6) bridge attributes read back as configured', async () => {

@@ -134,12 +134,12 @@ test('several bridges: sorted by name, prefixes by address, RDNSS split by 3 in 
   const tenant = parseRadvdConf(text).get('br-tenant')!;
   assert.deepEqual(tenant.rdnss.map((b) => b.words), [['fd00:6d74::53', 'fd00:6d74::54', 'fd00:6d74::55'], ['2001:db8::53']]);
   assert.deepEqual(tenant.dnssl[0]!.words, ['tenant.example', 'example']);
-  assert.equal(tenant.rdnss[0]!.options.get('advrdnsslifetime'), '120'); // 3 * MaxRtrAdvInterval (RFC 8106 5.1)
+  assert.equal(tenant.rdnss[0]!.options.get('advrdnsslifetime'), '80'); // 2 * MaxRtrAdvInterval (radvd's default and bound)
 });
 
 test('prefix mode on a shared bridge: router-only bridge stanza plus one stanza per VM port', () => {
   const port = (name: string, prefix: string): RadvdInterface => ({
-    name, prefixes: [{ prefix, onLink: false }], defaultLifetime: 0, minRtrAdvInterval: 3, maxRtrAdvInterval: 4,
+    name, prefixes: [{ prefix, onLink: false, routerAddr: false }], defaultLifetime: 0, minRtrAdvInterval: 3, maxRtrAdvInterval: 4,
   });
   golden('per-vm-ports.conf', renderRadvdConf({
     interfaces: [

@@ -39,7 +39,10 @@ export interface RadvdInterface {
   mtu?: number;
   /** RDNSS, in preference order (ipv6.dns.servers). */
   rdnss?: readonly string[];
-  /** Default 3 * max (RFC 8106 5.1: survives two lost RAs). */
+  /**
+   * Default 2 * max: radvd's default, and radvd 2.19 warns above it (RFC 6106's
+   * bound; RFC 8106 later suggests 3 * max, but a warning on every reload is noise).
+   */
   rdnssLifetime?: number;
   /** DNSSL, in search order (ipv6.dns.search_domain). */
   dnssl?: readonly string[];
@@ -180,9 +183,9 @@ function normalise(i: RadvdInterface, at: string): Normalised {
     defaultLifetime,
     mtu,
     rdnss,
-    rdnssLifetime: lifetimeAtLeastMax(integer(i.rdnssLifetime, 3 * max, 0, U32_MAX, `${at}.rdnssLifetime`), max, `${at}.rdnssLifetime`),
+    rdnssLifetime: lifetimeAtLeastMax(integer(i.rdnssLifetime, 2 * max, 0, U32_MAX, `${at}.rdnssLifetime`), max, `${at}.rdnssLifetime`),
     dnssl,
-    dnsslLifetime: lifetimeAtLeastMax(integer(i.dnsslLifetime, 3 * max, 0, U32_MAX, `${at}.dnsslLifetime`), max, `${at}.dnsslLifetime`),
+    dnsslLifetime: lifetimeAtLeastMax(integer(i.dnsslLifetime, 2 * max, 0, U32_MAX, `${at}.dnsslLifetime`), max, `${at}.dnsslLifetime`),
     clients,
     prefixes,
   };

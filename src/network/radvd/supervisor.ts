@@ -67,14 +67,14 @@ type Proc = { pid: number; startTime: number; since: number; child?: ChildProces
 
 const USER = /^[a-z_][a-z0-9_-]{0,31}$/i;
 const LOG_ROTATE_BYTES = 1 << 20;
-const READY_TIMEOUT_MS = 5_000;
+// Generous: `ip netns exec` copies the mount table, slow on hosts with thousands of namespaces.
+const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
 const ADOPTED_POLL_MS = 1_000;
 /** A radvd that ran this long before dying gets the initial backoff again. */
 const HEALTHY_RUN_MS = 30_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export class RadvdSupervisor {
   readonly configPath: string;
   readonly pidPath: string;
@@ -348,8 +348,7 @@ export class RadvdSupervisor {
   private clearTimers(): void {
     clearTimeout(this.restartTimer);
     clearTimeout(this.pollTimer);
-    this.restartTimer = undefined;
-    this.pollTimer = undefined;
+    this.restartTimer = this.pollTimer = undefined;
   }
 }
 
