@@ -70,10 +70,11 @@ it('quickstart serves the embedded config and its printed curl call works', asyn
   assert.match(ping('qs-two', 'fd00:6d74::1'), / 0% packet loss/);
   assert.match(ping('qs-two', 'fd00:6d74:0:100::10'), / 0% packet loss/, 'VMs in different /64s reach each other through the bridge');
   // radvd runs and the auto-assigned VM also forms a SLAAC address from the bridge's RA.
+  // (An address still in DAD shows as "tentative": wait until one has passed.)
   let slaac = '';
-  for (let i = 0; i < 50 && !slaac; i++) {
-    slaac = execFileSync('ip', ['-n', `${instance}-vm-qs-two`, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global', 'dynamic'], { encoding: 'utf8' });
-    if (!slaac) await new Promise((r) => setTimeout(r, 200));
+  for (let i = 0; i < 100 && !/scope global dynamic/.test(slaac); i++) {
+    slaac = execFileSync('ip', ['-n', `${instance}-vm-qs-two`, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global', 'dynamic', '-tentative'], { encoding: 'utf8' });
+    if (!/scope global dynamic/.test(slaac)) await new Promise((r) => setTimeout(r, 100));
   }
   assert.match(slaac, /inet6 fd00:6d74::[0-9a-f:]+\/64 scope global dynamic/);
   await post('DeleteVm', { vm_id: 'qs-two' });
