@@ -10,12 +10,16 @@ export class FakeBackend implements VmBackend {
   readonly nicKind = 'veth' as const;
   readonly vms = new Map<string, BackendStatus>();
   readonly calls: string[] = [];
+  /** When each call ran: [start, end] in ms since epoch, keyed like `calls`. */
+  readonly spans = new Map<string, [number, number]>();
   failNext = new Map<string, Error>();
   delayMs = 0;
 
   private async op(name: string, id: string): Promise<void> {
     this.calls.push(`${name}:${id}`);
+    const start = Date.now();
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    this.spans.set(`${name}:${id}`, [start, Date.now()]);
     const err = this.failNext.get(name);
     if (err) {
       this.failNext.delete(name);
