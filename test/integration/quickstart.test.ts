@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,10 @@ after(() => {
     }
   }
   rmSync(dataDir, { recursive: true, force: true });
+  // Per-VM resolv.conf files of VMs the test could not delete through the API.
+  for (const d of existsSync('/etc/netns') ? readdirSync('/etc/netns') : []) {
+    if (d.startsWith(`${instance}-`)) rmSync(`/etc/netns/${d}`, { recursive: true, force: true });
+  }
 });
 
 async function freePort(): Promise<number> {
