@@ -55,15 +55,21 @@ export function assignAddresses(
 function addressOf(a: Allocation, nic: PlannedNic, bridges: readonly BridgeSubnet[], field: string): Omit<NicAddressing, 'ipv6Allocation'> {
   const addr = parseIpv6(a.address);
   const onBridge = bridges.find((b) => b.name === nic.bridge && contains(b.network, b.length, addr));
-  const length = nic.staticAddress?.length ?? (a.kind === 'prefix' ? 64 : onBridge?.length ?? 64);
-  let gateway = nic.gateway;
-  if (gateway === undefined) {
-    // The bridge answers as the gateway of its own subnet, and of every VM
-    // subnet on it at <subnet>::1 (SPEC-NOTES 7).
-    gateway = onBridge?.hostAddresses[0] ?? (((addr >> (128n - SUBNET_BITS)) << (128n - SUBNET_BITS)) | 1n);
+  // The on-link prefix and the gateway are not the tenant's to choose: the
+  // host puts the gateway address on the bridge, so a free choice would let a
+  // tenant make the host claim another VM's address or add a /0 route.
+  const length = a.kind === 'prefix' ? 64 : onBridge?.length ?? 64;
+  if (nic.staticAddress && nic.staticAddress.length !== length) {
+    throw invalidArgument(`${field}.address`, `prefix length must be /${length} (${onBridge ? `the subnet of bridge ${onBridge.name}` : 'a VM subnet'}), got /${nic.staticAddress.length}`);
+  }
+  // The bridge answers as the gateway of its own subnet, and of every VM
+  // subnet on it at <subnet>::1 (SPEC-NOTES 7).
+  const gateway = onBridge?.hostAddresses[0] ?? (((addr >> (128n - SUBNET_BITS)) << (128n - SUBNET_BITS)) | 1n);
+  if (nic.gateway !== undefined && nic.gateway !== gateway) {
+    throw invalidArgument(`${field}.gateway`, `must be ${formatIpv6(gateway)}, the address metald gives the bridge for this subnet`);
   }
   if (gateway === addr) {
-    throw invalidArgument(`${field}.address`, `${a.address} is the gateway address of its subnet; choose another address or set ipv6.gateway`);
+    throw invalidArgument(`${field}.address`, `${a.address} is the gateway address of its subnet; choose another address`);
   }
   return { ipv6Address: `${a.address}/${length}`, ipv6Gateway: formatIpv6(gateway) };
 }

@@ -48,6 +48,8 @@ export interface Logger {
 export class VmManager {
   private readonly lock = new KeyedMutex();
   private readonly usedHostDevices = new Set<string>();
+  /** MACs in use: a copied MAC would let one VM take another's traffic on a shared bridge. */
+  private readonly usedMacs = new Set<string>();
   private readonly staleAllocationRows = new Set<string>();
   /** Ports per bridge: a Linux bridge takes at most 1023 (the 1024th fails with "Exchange full"). */
   private readonly bridgePorts = new Map<string, number>();
@@ -66,10 +68,14 @@ export class VmManager {
   /** Index host device names already in use (call once after recovery). */
   async loadIndexes(): Promise<void> {
     this.usedHostDevices.clear();
+    this.usedMacs.clear();
     this.bridgePorts.clear();
     const { vms } = await this.store.listVms({});
     for (const vm of vms) {
-      for (const n of vm.nics) this.usedHostDevices.add(n.hostDevice);
+      for (const n of vm.nics) {
+        this.usedHostDevices.add(n.hostDevice);
+        this.usedMacs.add(n.mac);
+      }
       this.countPorts(vm, 1);
     }
   }
@@ -115,6 +121,9 @@ export class VmManager {
         throw resourceExhausted(`max_vms (${this.opts.maxVms}) reached`, { limit: this.opts.maxVms });
       }
       plan.nics.forEach((n, i) => {
+        if (n.mac && (this.usedMacs.has(n.mac) || plan.nics.some((m, j) => j < i && m.mac === n.mac))) {
+          throw new MetaldError('already_exists', `${n.mac} is already in use`, `config.network[${i}].mac_address`);
+        }
         const ports = (this.bridgePorts.get(n.bridge) ?? 0) + plan.nics.slice(0, i).filter((m) => m.bridge === n.bridge).length;
         if (n.bridge && ports >= MAX_BRIDGE_PORTS) {
           throw new MetaldError('resource_exhausted', `bridge ${n.bridge} has ${MAX_BRIDGE_PORTS} ports, the kernel's limit per bridge; attach the NIC to another bridge`, `config.network[${i}].bridge_name`);
@@ -139,6 +148,7 @@ export class VmManager {
           ...allocations.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: true })),
         ]);
         this.countPorts(vm, 1);
+        for (const n of vm.nics) this.usedMacs.add(n.mac);
       } catch (err) {
         for (const a of allocations) this.opts.ipam?.unreserve(a.key);
         for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
@@ -174,7 +184,10 @@ export class VmManager {
       for (const a of allocs) this.opts.ipam!.unreserve(a.key);
     });
     this.countPorts(vm, -1);
-    for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+    for (const n of vm.nics) {
+      this.usedHostDevices.delete(n.hostDevice);
+      this.usedMacs.delete(n.mac);
+    }
   }
 
   /**
@@ -331,7 +344,10 @@ export class VmManager {
       ]);
     });
     this.countPorts(vm, -1);
-    for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
+    for (const n of vm.nics) {
+      this.usedHostDevices.delete(n.hostDevice);
+      this.usedMacs.delete(n.mac);
+    }
     this.log.info({ vm_id: vm.id, tenant_id: vm.tenantId }, 'vm deleted');
   }
 
@@ -339,7 +355,7 @@ export class VmManager {
     return this.step(p, id, 'isolate', async (vm) => {
       if (reason.length > 1024) throw invalidArgument('reason', 'longer than 1024 characters');
       // Durable intent first: if enforcing fails, reconcile keeps retrying it.
-      vm = await this.write(vm, { isolated: true, isolationReason: reason || 'unspecified', isolatedAt: this.now().toISOString() });
+      vm = await this.write(vm, { isolated: true, isolationReason: reason || 'unspecified', isolatedAt: this.now().toISOString(), isolatedBy: p.kind });
       await this.network.applyIsolation(vm);
       this.log.warn({ vm_id: id, tenant_id: vm.tenantId, reason: vm.isolationReason, security_event: 'vm_isolated' }, 'vm isolated');
       return vm;
@@ -348,7 +364,10 @@ export class VmManager {
 
   unisolate(p: Principal, id: string) {
     return this.step(p, id, 'unisolate', async (vm) => {
-      vm = await this.write(vm, { isolated: false, isolationReason: '', isolatedAt: null });
+      if (vm.isolated && vm.isolatedBy === 'admin' && p.kind !== 'admin') {
+        throw new MetaldError('permission_denied', `VM ${id} was isolated by an administrator; only an administrator can lift it`);
+      }
+      vm = await this.write(vm, { isolated: false, isolationReason: '', isolatedAt: null, isolatedBy: undefined });
       await this.network.applyIsolation(vm);
       this.log.warn({ vm_id: id, tenant_id: vm.tenantId, security_event: 'vm_unisolated' }, 'vm unisolated');
       return vm;

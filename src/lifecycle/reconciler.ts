@@ -37,7 +37,8 @@ export function decide(state: VmStateName, status: BackendStatus):
       if (status === 'running') return { action: 'set', state: 'running' };
       return { action: 'set', state: 'failed', reason: 'boot was interrupted (metald restarted)' };
     case 'shutting_down':
-      if (status === 'running' || status === 'paused') return { action: 'none' };
+      // Reconcile only ever sees this state after metald died mid-shutdown
+      // (API calls hold the VM's lock): finish it, forcing the guest off.
       return { action: 'set', state: 'shutdown' };
     case 'running':
     case 'paused':
@@ -116,7 +117,17 @@ export class Reconciler {
   }
 
   private async reconcileVm(vm: VmRecord, report: ReconcileReport): Promise<void> {
-    const status = vm.state === 'creating' ? 'absent' : await this.backend.status(vm.backendState);
+    let status: BackendStatus = 'absent';
+    if (vm.state !== 'creating') {
+      try {
+        status = await this.backend.status(vm.backendState);
+      } catch (err) {
+        // Not knowing is not a failure of the VM (a timed-out `ip` under load):
+        // leave it as it is and look again at the next pass.
+        this.log.warn({ vm_id: vm.id, err: err instanceof Error ? err.message : String(err) }, 'could not read vm status; retrying at the next reconcile');
+        return;
+      }
+    }
     const d = decide(vm.state, status);
     switch (d.action) {
       case 'none':

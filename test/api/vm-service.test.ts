@@ -75,6 +75,10 @@ describe('VmService over real HTTP', () => {
     ['bad isolation level', (b) => (b.config.network[0].security_policy.tenant_isolation_level = 'paranoid'), 'config.network[0].security_policy.tenant_isolation_level: "paranoid" is not one of strict, moderate, none'],
     ['bad profile', (b) => (b.config.security_profile.profile_name = 'ultra'), 'config.security_profile.profile_name: "ultra" is not one of high, medium, low'],
     ['bad RA source', (b) => (b.config.network[0].ipv6.security.allowed_ra_sources = ['nope']), 'config.network[0].ipv6.security.allowed_ra_sources[0]: "nope" is not an IPv6 address'],
+    ['a /0 prefix (would make the host route everything to the bridge)', (b) => { b.config.network[0].ipv6.address = '2600:beef:1000:200::10/0'; b.config.network[0].ipv6.gateway = '2a00:1450:4001::1'; },
+      'config.network[0].ipv6.address: prefix length must be /64 (a VM subnet), got /0'],
+    ['a gateway that is not the bridge\'s (would make the host claim another VM\'s address)', (b) => { b.config.network[0].ipv6.address = '2600:beef:1000:200::10/64'; b.config.network[0].ipv6.gateway = '2600:beef:1000:200::20'; },
+      'config.network[0].ipv6.gateway: must be 2600:beef:1000:200::1, the address metald gives the bridge for this subnet'],
     ['bad MAC', (b) => (b.config.network[0].mac_address = '01:00:5e:00:00:01'), 'config.network[0].mac_address: 01:00:5e:00:00:01 is a multicast MAC; a NIC needs a unicast one'],
   ];
   for (const [name, mutate, message] of cases) {
@@ -168,6 +172,21 @@ describe('auth and tenant scoping', () => {
     const raw = await fetch(`${h.url}/vmprovisioner.v1.VmService/ListVms`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Basic abc' }, body: '{}' });
     assert.equal(raw.status, 401);
     assert.deepEqual(h.authFailures, ['missing bearer token', 'unknown token', 'malformed authorization header']);
+  });
+
+  it('a tenant cannot lift an isolation an administrator set, nor copy another VM\'s MAC', async () => {
+    const a = h.client(TOKENS.customer);
+    await a.createVm({ vmId: 'iso-1', config: { network: [{ id: 'eth0', macAddress: '02:aa:bb:cc:dd:01' }] } });
+    await h.client(TOKENS.admin).isolateVm({ vmId: 'iso-1', reason: 'scanning' });
+    await rejectsWith(a.unisolateVm({ vmId: 'iso-1' }), Code.PermissionDenied, 'VM iso-1 was isolated by an administrator; only an administrator can lift it');
+    assert.equal((await h.client(TOKENS.admin).unisolateVm({ vmId: 'iso-1' })).isolated, false);
+    await a.isolateVm({ vmId: 'iso-1', reason: 'self' });
+    assert.equal((await a.unisolateVm({ vmId: 'iso-1' })).isolated, false, 'its own isolation a tenant may lift');
+    await rejectsWith(h.client(TOKENS.other).createVm({ vmId: 'iso-2', config: { network: [{ id: 'eth0', macAddress: '02:AA:BB:CC:DD:01' }] } }), Code.AlreadyExists,
+      'config.network[0].mac_address: 02:aa:bb:cc:dd:01 is already in use');
+    await a.deleteVm({ vmId: 'iso-1' });
+    await h.client(TOKENS.other).createVm({ vmId: 'iso-2', config: { network: [{ id: 'eth0', macAddress: '02:aa:bb:cc:dd:01' }] } });
+    await h.client(TOKENS.other).deleteVm({ vmId: 'iso-2' });
   });
 
   it('a tenant sees and acts only on its own VMs', async () => {

@@ -40,6 +40,8 @@ export interface VmRecord {
   isolationReason: string;
   /** ISO-8601 or null. */
   isolatedAt: string | null;
+  /** Who isolated it: a tenant may not lift an isolation an administrator set. */
+  isolatedBy?: 'admin' | 'tenant';
   /** The VmConfig exactly as received, as protobuf JSON with proto field names. */
   config: { [k: string]: Json };
   backend: string;
