@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QUICKSTART_CONFIG_YAML } from '../../src/config/defaults.js';
@@ -154,8 +154,12 @@ test('loadConfigFile reports an unreadable file without a position', () => {
     assert.match(e.message, /cannot read config file .*nope\.yaml: ENOENT \(pass --config or set UNKEY_METALD_CONFIG\)/);
     return true;
   });
-  writeFileSync(join(dir, 'ok.yaml'), 'backend: qemu\n');
-  assert.equal(loadConfigFile(join(dir, 'ok.yaml')).config.backend, 'qemu');
+  try {
+    writeFileSync(join(dir, 'ok.yaml'), 'backend: qemu\n');
+    assert.equal(loadConfigFile(join(dir, 'ok.yaml')).config.backend, 'qemu');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('issues carry path, line and column; message has one line per issue', () => {
