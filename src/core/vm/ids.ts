@@ -56,11 +56,6 @@ export function hostDeviceName(instance: string, vmId: string, nicId: string, sa
   return `m${tag}${h}`;
 }
 
-/** Prefix every host device of an instance starts with (for residue scans). */
-export function hostDevicePrefix(instance: string): string {
-  return `m${base32(digest('instance', instance)).slice(0, 3)}`;
-}
-
 /** Locally administered, unicast MAC derived from the NIC's identity. */
 export function deriveMac(instance: string, vmId: string, nicId: string, salt = 0): string {
   const d = digest('mac', instance, vmId, nicId, String(salt));
