@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { BridgeNetworkPlane } from '../network/bridge-plane.js';
 import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
 import { RadvdPlane } from '../network/radvd-plane.js';
+import { FirewallPlane } from '../firewall/firewall-plane.js';
+import { firewallOptions } from './firewall-from-config.js';
 import { RadvdSupervisor } from '../network/radvd/supervisor.js';
 import type { Logger } from '../observability/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -131,7 +133,7 @@ export class Daemon {
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     await this.api.close();
-    if (this.network instanceof RadvdPlane) await this.network.release();
+    if (this.network instanceof RadvdPlane || this.network instanceof FirewallPlane) await this.network.release();
     await this.backend.stop();
     await this.store.close();
   }
@@ -160,13 +162,15 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
     })),
   });
   const supervisor = new RadvdSupervisor({ netns, dir: join('/run/metald', cfg.instance_name), instance: cfg.instance_name, log });
-  return new RadvdPlane(
+  const radvd = new RadvdPlane(
     plane,
     supervisor,
     bridges.map((b) => ({ name: b.name, address: b.ipv6_address, mtu: b.mtu })),
     { dnsServers: cfg.ipv6.dns.servers, searchDomain: cfg.ipv6.dns.search_domain },
     log,
   );
+  if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
+  return new FirewallPlane(radvd, { ...firewallOptions(cfg), log });
 }
 
 function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {

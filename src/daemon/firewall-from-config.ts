@@ -1,0 +1,50 @@
+import { allBridges, allPools, type MetaldConfig } from '../config/schema.js';
+import type { FirewallPlaneOptions } from '../firewall/firewall-plane.js';
+import type { GuardDefaults } from '../firewall/port-guard.js';
+
+// The firewall plane's settings from the config (docs/config.md says where each key takes effect).
+
+/** Default RAs per second a VM accepts from its routers when its NIC sets no ra_rate_limit. */
+export const DEFAULT_RA_RATE = 10;
+/** ICMPv6 errors per second the host answers to (the guide's step 1.1). */
+export const HOST_ICMP_ERROR_RATE = 100;
+/** nflog group of the host firewall's denies (the events issue reads it). */
+export const HOST_DENY_LOG_GROUP = 1;
+
+export function guardDefaults(cfg: MetaldConfig): GuardDefaults {
+  const s = cfg.ipv6.security;
+  return {
+    raGuard: s.enable_ra_guard,
+    sourceGuard: s.enable_source_guard,
+    extensionHeaderFiltering: s.enable_extension_header_filtering,
+    rates: { nd: s.global_nd_rate_limit, icmp: s.global_icmpv6_rate_limit, mcast: s.global_multicast_rate_limit, ra: DEFAULT_RA_RATE },
+    bridges: new Map(allBridges(cfg).map((b) => [b.name, { raGuard: b.enable_ra_guard, allowedRaSources: b.allowed_ra_sources, mldSnooping: b.enable_mld_snooping }])),
+  };
+}
+
+export function tableNames(cfg: MetaldConfig): { guardTable: string; hostTable: string } {
+  // The guide's name for the default instance; every other instance gets its own (issue 4 item 9).
+  return { guardTable: `${cfg.instance_name}_guard`, hostTable: `${cfg.instance_name}_security` };
+}
+
+export function firewallOptions(cfg: MetaldConfig): Omit<FirewallPlaneOptions, 'log' | 'trustedPorts'> {
+  const s = cfg.ipv6.security;
+  const bridges = allBridges(cfg);
+  const isLinkLocal = (a: string) => /^fe[89ab]/i.test(a);
+  return {
+    netns: cfg.dataplane.netns,
+    ...tableNames(cfg),
+    defaults: guardDefaults(cfg),
+    host: {
+      vmBridges: bridges.map((b) => b.name),
+      vmRanges: allPools(cfg).map((p) => p.prefix),
+      managementPrefixes: cfg.ipv6.management_prefixes,
+      managementPorts: [22, cfg.port],
+      allowedRaSources: [...new Set(bridges.flatMap((b) => b.allowed_ra_sources).filter(isLinkLocal))],
+      ndRate: s.global_nd_rate_limit,
+      icmpRate: s.global_icmpv6_rate_limit,
+      icmpErrorRate: HOST_ICMP_ERROR_RATE,
+      logGroup: HOST_DENY_LOG_GROUP,
+    },
+  };
+}

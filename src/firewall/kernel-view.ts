@@ -1,0 +1,65 @@
+import { isIpv6, formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
+import type { NftObject } from '../kernel/nft.js';
+
+// PURE: reading `nft -j` output back into the terms the renderer writes, so
+// the plane can diff the kernel against the desired tables.
+
+/** Rules per chain in a `nft -j -t list table` dump. */
+export function ruleCounts(objs: readonly NftObject[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const o of objs) {
+    const chain = o['chain'] as { name?: string } | undefined;
+    if (chain?.name) counts.set(chain.name, counts.get(chain.name) ?? 0);
+    const rule = o['rule'] as { chain?: string } | undefined;
+    if (rule?.chain) counts.set(rule.chain, (counts.get(rule.chain) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/** One element part in a form both sides share: names bare, addresses canonical, integers as hex. */
+function canonPart(v: unknown): string {
+  if (typeof v === 'number' || typeof v === 'bigint') return `0x${BigInt(v).toString(16)}`;
+  if (typeof v !== 'string') return JSON.stringify(v);
+  if (/^0x[0-9a-f]+$/i.test(v) || /^\d+$/.test(v)) return `0x${BigInt(v).toString(16)}`;
+  if (/^".*"$/.test(v)) return v.slice(1, -1);
+  if (v.includes(':') && isIpv6(v)) return formatIpv6(parseIpv6(v));
+  return v.toLowerCase();
+}
+
+/** Key of an element as the renderer writes it: `"p" . 1.2::3`, `"p" : jump c`. */
+export function textKey(el: string): string {
+  const [key, value] = el.split(' : ');
+  return key!.split(' . ').map(canonPart).join(' . ') + (value ? ` : ${value}` : '');
+}
+
+/** Key and value of an element from `nft -j list set|map`. */
+function jsonKey(el: unknown): string {
+  const e = (el as { elem?: { val?: unknown } })?.elem?.val ?? el;
+  const parts = (e as { concat?: unknown[] })?.concat ?? [e];
+  return parts.map(canonPart).join(' . ');
+}
+
+function jsonText(key: string): string {
+  return key
+    .split(' . ')
+    .map((p, i) => (i === 0 ? JSON.stringify(p) : p))
+    .join(' . ');
+}
+
+/** What to add and delete so the kernel set/map holds exactly `want` (keys compared; map values follow the key). */
+export function elementDiff(have: readonly NftObject[], want: readonly string[]): { add: string[]; remove: string[] } {
+  const obj = have.find((o) => 'set' in o || 'map' in o);
+  const body = (obj?.['set'] ?? obj?.['map']) as { elem?: unknown[] } | undefined;
+  const haveKeys = new Map<string, string>();
+  for (const el of body?.elem ?? []) {
+    // A map element is [key, verdict]; the verdict is part of what must match.
+    const k = jsonKey(Array.isArray(el) ? el[0] : el);
+    const target = Array.isArray(el) ? (el[1] as { jump?: { target?: string } })?.jump?.target : undefined;
+    haveKeys.set(target ? `${k} : jump ${target}` : k, jsonText(k));
+  }
+  const wantKeys = new Map(want.map((w) => [textKey(w), w]));
+  return {
+    add: [...wantKeys].filter(([k]) => !haveKeys.has(k)).map(([, w]) => w),
+    remove: [...haveKeys].filter(([k]) => !wantKeys.has(k)).map(([, t]) => t),
+  };
+}
