@@ -9,6 +9,11 @@ import { registerVmCommands, UsageError } from './vm-commands.js';
 // stderr and map to the documented exit codes.
 
 export async function main(argv: string[]): Promise<number> {
+  // `metald render | head`: a reader that stops early is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const program = new Command('metald')
     .description('microVM control plane with security-hardened IPv6 networking')
     .exitOverride()
@@ -45,6 +50,21 @@ export async function main(argv: string[]): Promise<number> {
       const { warnings } = loadConfigFile(path);
       for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(`${path}: OK\n`);
+    });
+
+  program.command('render [file]')
+    .description('print the nftables tables and radvd.conf metald would apply for a config (nothing is applied)')
+    .option('--nft', 'only the nftables tables')
+    .option('--radvd', 'only radvd.conf')
+    .action(async (file: string | undefined, o: { nft?: boolean; radvd?: boolean }) => {
+      const { renderAll } = await import('../daemon/render.js');
+      const path = resolveConfigPath(file);
+      const { config: cfg, warnings } = loadConfigFile(path);
+      for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+      const out = renderAll(cfg);
+      const both = !o.nft && !o.radvd;
+      if (both || o.nft) process.stdout.write(out.nft ? `# nftables (nft -f)\n${out.nft}` : '# nftables: none (no bridges, or ipv6.security.enable_firewall_integration is off)\n');
+      if (both || o.radvd) process.stdout.write(out.radvd ? `# radvd.conf\n${out.radvd}` : '# radvd.conf: none\n');
     });
 
   // Set by commands whose outcome is not an error but still a non-zero exit (doctor: host not ready).

@@ -20,6 +20,7 @@ import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
 import { RadvdPlane } from '../network/radvd-plane.js';
 import { FirewallPlane } from '../firewall/firewall-plane.js';
 import { firewallOptions } from './firewall-from-config.js';
+import { radvdSettings } from './render.js';
 import { RadvdSupervisor } from '../network/radvd/supervisor.js';
 import type { Logger } from '../observability/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -162,13 +163,8 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
     })),
   });
   const supervisor = new RadvdSupervisor({ netns, dir: join('/run/metald', cfg.instance_name), instance: cfg.instance_name, log });
-  const radvd = new RadvdPlane(
-    plane,
-    supervisor,
-    bridges.map((b) => ({ name: b.name, address: b.ipv6_address, mtu: b.mtu })),
-    { dnsServers: cfg.ipv6.dns.servers, searchDomain: cfg.ipv6.dns.search_domain },
-    log,
-  );
+  const r = radvdSettings(cfg);
+  const radvd = new RadvdPlane(plane, supervisor, r.bridges, r.options, log);
   if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
   return new FirewallPlane(radvd, { ...firewallOptions(cfg), log });
 }

@@ -35,7 +35,8 @@ export function textKey(el: string): string {
 /** Key and value of an element from `nft -j list set|map`. */
 function jsonKey(el: unknown): string {
   const e = (el as { elem?: { val?: unknown } })?.elem?.val ?? el;
-  const parts = (e as { concat?: unknown[] })?.concat ?? [e];
+  const concat = typeof e === 'object' && e !== null ? (e as { concat?: unknown }).concat : undefined;
+  const parts = Array.isArray(concat) ? concat : [e];
   return parts.map(canonPart).join(' . ');
 }
 
