@@ -30,6 +30,8 @@ export interface FirewallPlaneOptions {
 }
 
 export interface FirewallStats {
+  /** `nft -f` transactions written (a check that finds nothing writes none). */
+  writes: number;
   fullApplies: number;
   elementUpdates: number;
   driftRepairs: number;
@@ -37,7 +39,7 @@ export interface FirewallStats {
 }
 
 export class FirewallPlane implements NetworkPlane {
-  readonly stats: FirewallStats = { fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0 };
+  readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0 };
   /** Guards in the kernel, by VM id, as last written. */
   private applied = new Map<string, PortGuard[]>();
   private isolated = new Set<string>();
@@ -170,6 +172,7 @@ export class FirewallPlane implements NetworkPlane {
       const guard = guardOk ? '' : renderGuardTable(this.guardInput(vms));
       const host = hostOk || !this.opts.host ? '' : renderHostTable({ ...this.opts.host, table: this.opts.hostTable });
       await nftApply(this.opts.netns, `${replace}\n${guard}${host}`);
+      this.stats.writes++;
       if (this.stats.fullApplies > 0) {
         this.stats.driftRepairs++;
         this.opts.log.warn({ guard_table: !guardOk, host_table: !hostOk }, 'nftables drift repaired: table replaced');
@@ -231,6 +234,7 @@ export class FirewallPlane implements NetworkPlane {
   private async write(lines: readonly string[]): Promise<void> {
     if (lines.length === 0) return;
     await nftApply(this.opts.netns, `${lines.join('\n')}\n`);
+    this.stats.writes++;
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {

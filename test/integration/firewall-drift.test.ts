@@ -1,0 +1,82 @@
+// FirewallPlane against a real nftables in a namespace of the test's own:
+// start-up load, per-VM element updates, and drift repair (a deleted element,
+// rule or table comes back; a check that finds nothing writes nothing).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, test } from 'node:test';
+import { FirewallPlane } from '../../src/firewall/firewall-plane.js';
+import { nftList } from '../../src/kernel/nft.js';
+import { UnmanagedNetworkPlane } from '../../src/network/plane.js';
+import { memoryLog } from '../helpers/hostnet-kernel.js';
+import { vmRecord } from '../helpers/hostnet-fixtures.js';
+
+const ns = `mtdtest-fw-${randomBytes(3).toString('hex')}`;
+execFileSync('ip', ['netns', 'add', ns]);
+after(() => execFileSync('ip', ['netns', 'del', ns]));
+const nft = (script: string) => execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
+
+const vm = (id: string, dev: string, mac: string, addr: string) => vmRecord(id, [{ hostDevice: dev, bridge: 'br0', address: addr, mac }]);
+const A = vm('a', 'vpa', '52:54:00:00:00:0a', 'fd00:10::a/64');
+const B = vm('b', 'vpb', '52:54:00:00:00:0b', 'fd00:10::b/64');
+const C = vm('c', 'vpc', '52:54:00:00:00:0c', 'fd00:10::c/64');
+
+const plane = new FirewallPlane(new UnmanagedNetworkPlane(), {
+  netns: ns, guardTable: 'fwt_guard', hostTable: 'fwt_security', log: memoryLog().log,
+  defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
+    bridges: new Map([['br0', { raGuard: true, allowedRaSources: [], mldSnooping: true }]]) },
+  host: { vmBridges: ['br0'], vmRanges: ['fd00:10::/48'], managementPrefixes: [], managementPorts: [22, 8080], allowedRaSources: [], ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1 },
+});
+
+async function elements(set: string): Promise<string[]> {
+  const [o] = await nftList(ns, ['set', 'bridge', 'fwt_guard', set]);
+  return ((o?.['set'] as { elem?: unknown[] })?.elem ?? []).map((e) => JSON.stringify(e));
+}
+
+test('start-up loads both tables once; a second check writes nothing', async () => {
+  await plane.reconcile([A, B]);
+  assert.equal(plane.stats.fullApplies, 1);
+  assert.equal((await elements('vm_ports')).length, 2);
+  const writes = plane.stats.writes;
+  await plane.reconcile([A, B]);
+  assert.equal(plane.stats.writes, writes, 'no-op check wrote');
+  assert.equal(plane.stats.driftRepairs, 0);
+});
+
+test('a VM added and removed changes only elements', async () => {
+  const before = plane.stats.fullApplies;
+  await plane.ensureVm(C);
+  assert.ok((await elements('port_mac')).some((e) => e.includes('vpc')));
+  await plane.removeVm(C);
+  assert.ok(!(await elements('port_mac')).some((e) => e.includes('vpc')));
+  assert.ok(!(await elements('d_source_guard')).some((e) => e.includes('vpc')), 'its counters go too');
+  assert.equal(plane.stats.fullApplies, before);
+});
+
+test('drift: a deleted element, a deleted rule and a deleted table are restored by the next check', async () => {
+  nft('delete element bridge fwt_guard src128 { "vpa" . fd00:10::a }\n');
+  await plane.reconcile([A, B]);
+  assert.ok((await elements('src128')).some((e) => e.includes('fd00:10::a')));
+  assert.equal(plane.stats.driftRepairs, 1);
+
+  const chain = await nftList(ns, ['chain', 'bridge', 'fwt_guard', 'vm_in']);
+  const handle = chain.map((o) => o['rule'] as { handle?: number } | undefined).find((r) => r?.handle)!.handle!;
+  nft(`delete rule bridge fwt_guard vm_in handle ${handle}\n`);
+  await plane.reconcile([A, B]);
+  const rules = (await nftList(ns, ['chain', 'bridge', 'fwt_guard', 'vm_in'])).filter((o) => 'rule' in o).length;
+  assert.equal(rules, chain.filter((o) => 'rule' in o).length);
+  assert.equal(plane.stats.driftRepairs, 2);
+  assert.equal((await elements('vm_ports')).length, 2, 'the replaced table carries every VM');
+
+  nft('delete table ip6 fwt_security\n');
+  await plane.reconcile([A, B]);
+  assert.equal((await nftList(ns, ['table', 'ip6', 'fwt_security'], { terse: true })).length > 0, true);
+  assert.equal(plane.stats.driftRepairs, 3);
+});
+
+test('isolation is an element of the isolated set, added and lifted', async () => {
+  await plane.applyIsolation({ ...A, isolated: true });
+  assert.ok((await elements('isolated')).some((e) => e.includes('vpa')));
+  await plane.applyIsolation({ ...A, isolated: false });
+  assert.deepEqual(await elements('isolated'), []);
+});
