@@ -15,7 +15,8 @@
 //    namespace, be taps with vnet_hdr and belong to the jail user.
 // Errors are Firecracker-shaped: 400 {"fault_message": "..."}.
 // Every request, with its status, goes to $FC_DOUBLE_LOG_DIR/<id>.requests.jsonl.
-// FC_DOUBLE_FAULT="METHOD /path" makes that request fail (400) to test error paths;
+// FC_DOUBLE_FAULT="[<vm id>:]METHOD /path[;...]" makes that request fail (400) to test error paths
+// (for every VM, or only for the VM with that id);
 // FC_DOUBLE_CTRL_ALT_DEL=ignore makes the "guest" ignore SendCtrlAltDel.
 
 import { execFileSync } from 'node:child_process';
@@ -56,6 +57,7 @@ if (logDir) {
 }
 
 const spec = new Spec(SPEC_FILE);
+const faults = new Set((process.env.FC_DOUBLE_FAULT ?? '').split(';').filter((f) => f !== ''));
 const vm = {
   state: 'Not started',
   machine: { vcpu_count: 1, mem_size_mib: 128, smt: false },
@@ -210,7 +212,7 @@ const server = http.createServer((req, res) => {
       if (r.error) throw new Fault(r.error);
       const errs = [...spec.validateParams(r.op, r.params), ...spec.validateBody(r.op, body, text !== '')];
       if (errs.length) throw new Fault(`Bad request (per the API spec): ${errs.join('; ')}`);
-      if (process.env.FC_DOUBLE_FAULT === `${req.method} ${path}`) throw new Fault(`injected fault for ${req.method} ${path}`);
+      if (faults.has(`${req.method} ${path}`) || faults.has(`${id}:${req.method} ${path}`)) throw new Fault(`injected fault for ${req.method} ${path}`);
       out = handle(req.method, r.template, r.params, body);
     } catch (e) {
       if (!(e instanceof Fault)) throw e;
