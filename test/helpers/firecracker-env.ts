@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { BackendVmSpec } from '../../src/backends/backend.js';
@@ -50,7 +50,8 @@ export function newFcEnv(): FcEnv {
   const rootfs = path.join(assets, 'rootfs.ext4');
   if (!REAL) writeFileSync(kernel, 'not a kernel\n', { mode: 0o644 });
   // A per-VM writable root filesystem: owned by root, 0600 (staging gives it to the jail user).
-  writeFileSync(rootfs, process.env['FC_REAL_ROOTFS'] ? '' : 'not a filesystem\n', { mode: 0o600 });
+  writeFileSync(rootfs, 'not a filesystem\n', { mode: 0o600 });
+  if (process.env['FC_REAL_ROOTFS']) copyFileSync(process.env['FC_REAL_ROOTFS'], rootfs);
   const shmDrive = path.join('/dev/shm', `fcdt-${tag}-data`);
   writeFileSync(shmDrive, 'data\n', { mode: 0o644 });
   const env: FcEnv = {
