@@ -130,6 +130,25 @@ const hostSecurity = z.strictObject({
   seccomp_enabled: z.boolean().default(true),
 });
 
+// Firecracker through its jailer (decision 0019). The VMM runs as uid/gid, never root.
+const jailId = intIn(1, 4294967294);
+const perSecond = intIn(1).optional();
+const firecracker = z.strictObject({
+  binary_path: nonEmpty.default('/usr/local/bin/firecracker'),
+  jailer_path: nonEmpty.default('/usr/local/bin/jailer'),
+  uid: jailId.default(10000),
+  gid: jailId.default(10000),
+  chroot_base_dir: nonEmpty.default('/srv/jailer'),
+  nic_rate_limit: z
+    .strictObject({
+      rx_bytes_per_sec: perSecond,
+      tx_bytes_per_sec: perSecond,
+      rx_packets_per_sec: perSecond,
+      tx_packets_per_sec: perSecond,
+    })
+    .prefault({}),
+});
+
 const ha = z
   .strictObject({
     enabled: z.boolean().default(false),
@@ -181,6 +200,7 @@ export function configSchema(opts: SchemaOptions = {}) {
       auth: auth.prefault({}),
       tls: tls.optional(),
       dataplane: z.strictObject({ netns: netnsName.optional() }).prefault({}),
+      firecracker: firecracker.prefault({}),
       sandbox: z
         .strictObject({
           guest_command: z
@@ -197,6 +217,18 @@ export function configSchema(opts: SchemaOptions = {}) {
       ha: ha.prefault({}),
     })
     .superRefine((c, ctx) => {
+      if (c.backend === 'firecracker') {
+        // Without the jailer or process isolation the VMM would run as root on the host: refused, not run unsafely.
+        for (const key of ['jailer_enabled', 'enable_process_isolation'] as const) {
+          if (!c.security[key]) ctx.addIssue({ code: 'custom', path: ['security', key], message: 'must be true with backend: firecracker (the VMM always runs under the jailer, as an unprivileged user)' });
+        }
+        if (!/firecracker[^/]*$/.test(c.firecracker.binary_path)) {
+          ctx.addIssue({ code: 'custom', path: ['firecracker', 'binary_path'], message: 'the file name must contain "firecracker" (the jailer refuses any other)' });
+        }
+        for (const key of ['binary_path', 'jailer_path', 'chroot_base_dir'] as const) {
+          if (!c.firecracker[key].startsWith('/')) ctx.addIssue({ code: 'custom', path: ['firecracker', key], message: 'must be an absolute path' });
+        }
+      }
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(c.metrics_address);
       if (m && Number(m[2]) === c.port && hostsCollide(m[1] as string, c.listen_address)) {
         ctx.addIssue({ code: 'custom', path: ['metrics_address'], message: `${c.metrics_address} collides with the API listener ${c.listen_address} port ${c.port}` });

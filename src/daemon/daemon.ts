@@ -1,5 +1,6 @@
 import type { VmBackend } from '../backends/backend.js';
 import { SandboxBackend } from '../backends/sandbox/sandbox-backend.js';
+import { firecrackerFromConfig } from '../backends/firecracker/from-config.js';
 import { Authenticator } from '../api/auth.js';
 import { ApiServer } from '../api/server.js';
 import { RpcEnvelope, type RpcObserver } from '../api/envelope.js';
@@ -55,7 +56,7 @@ export class Daemon {
   static async start(cfg: MetaldConfig, opts: DaemonOptions): Promise<Daemon> {
     const log = opts.log;
     const auth = buildAuth(cfg, log);
-    const backend = buildBackend(cfg);
+    const backend = buildBackend(cfg, log);
     const store = SqliteStore.open(cfg.data_dir);
     try {
       await backend.start();
@@ -179,8 +180,10 @@ function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {
     log.warn({ security_event: 'auth_failure', reason: f.reason }, 'authentication failed'));
 }
 
-function buildBackend(cfg: MetaldConfig): VmBackend {
+function buildBackend(cfg: MetaldConfig, log: Logger): VmBackend {
   switch (cfg.backend) {
+    case 'firecracker':
+      return firecrackerFromConfig(cfg, log);
     case 'sandbox':
       return new SandboxBackend({
         instanceName: cfg.instance_name,
@@ -188,7 +191,7 @@ function buildBackend(cfg: MetaldConfig): VmBackend {
         guestCommand: cfg.sandbox.guest_command,
       });
     default:
-      throw new Error(`backend "${cfg.backend}" is not available in this build yet; use backend: "sandbox"`);
+      throw new Error(`backend "${cfg.backend}" is not available in this build yet; use backend: "sandbox" or "firecracker"`);
   }
 }
 

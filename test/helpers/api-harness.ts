@@ -17,6 +17,7 @@ import { UnmanagedNetworkPlane } from '../../src/network/plane.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store } from '../../src/store/store.js';
 import { FakeBackend } from './fake-backend.js';
+import type { VmBackend } from '../../src/backends/backend.js';
 
 export const TOKENS = {
   admin: 'admin-token-0123456789abcdef',
@@ -26,9 +27,9 @@ export const TOKENS = {
 
 export const silentLog = { info() {}, warn() {}, error() {} };
 
-export interface Harness {
+export interface Harness<B extends VmBackend = FakeBackend> {
   url: string;
-  backend: FakeBackend;
+  backend: B;
   store: Store;
   manager: VmManager;
   authFailures: string[];
@@ -62,9 +63,9 @@ ipv6:
       mtu: 9000
 `;
 
-export async function startHarness(opts: { maxVms?: number; authMode?: 'tokens' | 'none'; store?: Store; fastPath?: boolean; configYaml?: string; now?: () => Date } = {}): Promise<Harness> {
+export async function startHarness<B extends VmBackend = FakeBackend>(opts: { maxVms?: number; authMode?: 'tokens' | 'none'; store?: Store; fastPath?: boolean; configYaml?: string; now?: () => Date; backend?: B } = {}): Promise<Harness<B>> {
   const store = opts.store ?? new MemoryStore();
-  const backend = new FakeBackend();
+  const backend = opts.backend ?? (new FakeBackend() as unknown as B);
   const { config } = parseConfig(opts.configYaml ?? HARNESS_CONFIG, 'harness');
   const ipam = ipamFromConfig(config);
   ipam?.load(await store.listAllocations());
