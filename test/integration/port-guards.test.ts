@@ -5,7 +5,7 @@
 // which per-port drop counter in the kernel moved. Prints the table.
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -120,8 +120,11 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       ['ns-fragmented', false, 'nd_spoof'],
       ['packet-too-big', true, null],
     ];
-    const sniffer = inNs(v2.ns, ['/usr/bin/python3', PY, 'sniff', String(8 + attacks.length * 0.6)]);
-    await new Promise((r) => setTimeout(r, 2500)); // scapy import + socket open
+    const END = 0xfffff;
+    let sniffed: string | undefined;
+    const ready = path.join(env.dir, 'sniffer-ready');
+    const sniffer = inNs(v2.ns, ['/usr/bin/python3', PY, 'sniff', '120', ready]).then((r) => (sniffed = r.stdout));
+    await waitUntil('the sniffer in vm2 to capture', async () => existsSync(ready), 30_000);
     const rows: string[][] = [];
     const counted = new Map<string, string>();
     for (const [i, [name]] of attacks.entries()) {
@@ -130,7 +133,13 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       await new Promise((r) => setTimeout(r, 100));
       counted.set(name, delta(before, await dropCounters(env, guard, v1.dev)));
     }
-    const seen = new Set<number>(JSON.parse((await sniffer).stdout) as number[]);
+    // The end marker stops the sniffer (sent until it has: a slow machine must not cut the last attacks off).
+    for (let i = 0; i < 20 && sniffed === undefined; i++) {
+      await inNs(v1.ns, ['/usr/bin/python3', PY, 'send', 'echo', String(END), v1.mac, v1.ip, v2.mac, v2.ip, 'fd00:77::1', v3.ip]);
+      await Promise.race([sniffer, new Promise((r) => setTimeout(r, 500))]);
+    }
+    await sniffer;
+    const seen = new Set<number>(JSON.parse(sniffed!) as number[]);
     const failures: string[] = [];
     for (const [i, [name, wantDelivered, reason]] of attacks.entries()) {
       const got = seen.has(i + 1);

@@ -2,7 +2,8 @@
 # Crafted IPv6 packets for the port-guard tests (run inside a VM namespace
 # with `ip netns exec`, as /usr/bin/python3: Debian's scapy).
 #   packets.py send <attack> <flow-label> <own-mac> <own-ip> <victim-mac> <victim-ip> <gateway-ip>
-#   packets.py sniff <seconds>        -> prints the flow labels of every IPv6 frame seen on eth0 (JSON)
+#   packets.py sniff <seconds> [ready-file] -> (creates ready-file once capturing) prints the flow labels of every IPv6 frame seen on eth0 (JSON),
+#                                        stopping early at flow label 0xfffff (the end marker)
 #   packets.py flood <attack> <pps> <seconds> <own-mac> <own-ip> <victim-mac> <victim-ip>
 #                                     -> sends paced frames, prints {"sent": n, "seconds": t}
 # Every packet of attack N carries IPv6 flow label N, so the sniffer can tell which arrived.
@@ -82,7 +83,9 @@ def main():
         seen = []
         def note(p):
             if IPv6 in p: seen.append(p[IPv6].fl)
-        sniff(iface="eth0", timeout=float(sys.argv[2]), prn=note, store=False)
+        ready = lambda: open(sys.argv[3], "w").close() if len(sys.argv) > 3 else None
+        sniff(iface="eth0", timeout=float(sys.argv[2]), prn=note, store=False, started_callback=ready,
+              stop_filter=lambda p: IPv6 in p and p[IPv6].fl == 0xfffff)
         print(json.dumps(seen), flush=True)
     elif cmd == "flood":
         name, pps, secs = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
