@@ -146,7 +146,10 @@ function chains(): string[][] {
     ['hbh_mld_only',
       `meta l4proto != ipv6-icmp ${drop('ext_header')}`,
       `icmpv6 type != { mld-listener-report, mld-listener-done, mld2-listener-report } ${drop('ext_header')}`,
-      `ip6 daddr != ff02::/16 ${drop('ext_header')}`],
+      // MLDv2 reports go to ff02::16, MLDv1 reports to the group itself (a bridge querier speaks
+      // MLDv1 by default, so guests fall back to it): any multicast destination, hop limit 1.
+      `ip6 daddr != ff00::/8 ${drop('ext_header')}`,
+      `ip6 hoplimit != 1 ${drop('ext_header')}`],
     ['source_check',
       'ip6 saddr :: jump unspecified_source',
       'ip6 saddr :: return',

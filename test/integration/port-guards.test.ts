@@ -92,6 +92,22 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     assert.equal(tcp.stdout.trim(), 'HELLO');
   });
 
+  it('MLD works under the hop-by-hop block while the bridge snoops: a join reaches the bridge', async () => {
+    const [, v2] = vms as [Vm, Vm];
+    const before = await dropCounters(env, guard, v2.dev);
+    const join = inNs(v2.ns, ['/usr/bin/python3', '-c',
+      'import socket,struct,time;s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);' +
+      's.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_JOIN_GROUP,socket.inet_pton(socket.AF_INET6,"ff12::1234")+struct.pack("@I",socket.if_nametoindex("eth0")));time.sleep(3)']);
+    let mdb = '';
+    await waitUntil('the bridge to learn the group from the MLD report', async () => {
+      mdb = (await sh('bridge', ['-n', env.dp, 'mdb', 'show'], { encoding: 'utf8' })).stdout;
+      return mdb.includes(`port ${v2.dev} grp ff12::1234`);
+    }, 2500).catch(async (e) => {
+      throw new Error(`${String(e)}; mdb: ${mdb}; drops: ${delta(before, await dropCounters(env, guard, v2.dev))}`);
+    });
+    await join;
+  });
+
   it('each attack is dropped (or delivered where it must be) and counted against the attacker and reason', async () => {
     const [v1, v2, v3] = vms as [Vm, Vm, Vm];
     const attacks: [name: string, delivered: boolean, reason: string | null][] = [
