@@ -10,6 +10,8 @@ export const DEFAULT_RA_RATE = 10;
 export const HOST_ICMP_ERROR_RATE = 100;
 /** nflog group of the host firewall's denies (the events issue reads it). */
 export const HOST_DENY_LOG_GROUP = 1;
+/** nflog group of sampled port-guard drops. */
+export const GUARD_LOG_GROUP = 2;
 
 export function guardDefaults(cfg: MetaldConfig): GuardDefaults {
   const s = cfg.ipv6.security;
@@ -35,6 +37,7 @@ export function firewallOptions(cfg: MetaldConfig): Omit<FirewallPlaneOptions, '
     netns: cfg.dataplane.netns,
     ...tableNames(cfg),
     defaults: guardDefaults(cfg),
+    guardLogGroup: GUARD_LOG_GROUP,
     host: {
       vmBridges: bridges.map((b) => b.name),
       vmRanges: allPools(cfg).map((p) => p.prefix),

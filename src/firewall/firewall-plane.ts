@@ -22,6 +22,8 @@ export interface FirewallPlaneOptions {
   guardTable: string;
   hostTable: string;
   defaults: GuardDefaults;
+  /** nflog group of sampled guard drops. */
+  guardLogGroup: number;
   /** Host table settings; undefined = no host table (ipv6 firewall integration off). */
   host: Omit<HostTableInput, 'table'> | undefined;
   /** Ports that may talk to VMs without being VM ports (shard uplinks). */
@@ -228,7 +230,7 @@ export class FirewallPlane implements NetworkPlane {
   }
 
   private guardInput(vms: readonly VmRecord[]) {
-    return { table: this.opts.guardTable, ports: portGuards(vms, this.opts.defaults), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates };
+    return { table: this.opts.guardTable, ports: portGuards(vms, this.opts.defaults), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup };
   }
 
   private async write(lines: readonly string[]): Promise<void> {
@@ -248,8 +250,10 @@ function isolationLines(table: string, verb: 'add' | 'delete', guards: readonly 
   return [`${verb} element bridge ${table} isolated { ${guards.map((p) => JSON.stringify(p.device)).join(', ')} }`];
 }
 
-export function renderTables(opts: Pick<FirewallPlaneOptions, 'guardTable' | 'hostTable' | 'defaults' | 'host'>, vms: readonly VmRecord[], trusted: readonly string[] = []): string {
-  const guard = renderGuardTable({ table: opts.guardTable, ports: portGuards(vms, opts.defaults), trustedPorts: trusted, defaultRates: opts.defaults.rates });
+export function renderTables(opts: Pick<FirewallPlaneOptions, 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>, vms: readonly VmRecord[], trusted: readonly string[] = []): string {
+  const guard = renderGuardTable({
+    table: opts.guardTable, ports: portGuards(vms, opts.defaults), trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup,
+  });
   return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable })}` : guard;
 }
 

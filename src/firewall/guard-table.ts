@@ -25,6 +25,8 @@ export interface GuardTableInput {
   trustedPorts: readonly string[];
   /** Rates every table carries a class chain for even with no VM using them (the global defaults). */
   defaultRates: Record<RateKind, number>;
+  /** nflog group of sampled guard drops (the events issue reads it). */
+  logGroup: number;
 }
 
 /** Set/map name -> its elements, for one port. Same text in the full table and in element updates. */
@@ -101,7 +103,24 @@ export const STATIC_SETS: readonly SetDecl[] = [
 /** Sets whose elements the kernel creates or counts (never compared for drift, only pre-filled). */
 export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => counterSet(`d_${r}`)), counterSet('c_tx'), counterSet('c_rx')];
 
-const drop = (reason: DropReason, key: 'iifname' | 'oifname' = 'iifname') => `update @d_${reason} { ${key} } drop`;
+/** Drops go through one chain per reason: count per port, log a sample, drop (matches are evaluated once). */
+const drop = (reason: DropReason, key: 'iifname' | 'oifname' = 'iifname') => `jump drop_${reason}${key === 'oifname' ? '_out' : ''}`;
+
+/** Reasons that are also counted for the receiving port (RAs forwarded to a VM, its RA rate limit). */
+const OUT_REASONS: readonly DropReason[] = ['ra_guard', 'rate_limit'];
+
+/** Logged packets per second per reason: enough to attribute an attack, never a flood (the counters stay exact). */
+export const LOG_SAMPLE_RATE = 20;
+
+function dropChains(logGroup: number): string[][] {
+  const chain = (reason: DropReason, key: 'iifname' | 'oifname'): string[] => [
+    `drop_${reason}${key === 'oifname' ? '_out' : ''}`,
+    `update @d_${reason} { ${key} }`,
+    `limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
+    'drop',
+  ];
+  return [...DROP_REASONS.map((r) => chain(r, 'iifname')), ...OUT_REASONS.map((r) => chain(r, 'oifname'))];
+}
 
 const ND = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert';
 
@@ -235,6 +254,7 @@ export function renderGuardTable(input: GuardTableInput): string {
   }
   const classes = rateClasses(input.ports, input.defaultRates).map(([k, r]) => rateLimiter(k, r));
   for (const c of classes) out.push(`\t${c.set}`);
+  for (const [name, ...body] of dropChains(input.logGroup)) out.push(`\tchain ${name} {`, ...body.map((r) => `\t\t${r}`), '\t}');
   for (const c of classes) out.push(`\tchain ${c.chain} {`, `\t\t${c.rule}`, '\t}');
   // Chains that others jump to come first, so the text loads in one pass.
   for (const [name, ...body] of chains().reverse()) out.push(`\tchain ${name} {`, ...body.map((r) => `\t\t${r}`), '\t}');

@@ -5,7 +5,7 @@
 // which per-port drop counter in the kernel moved. Prints the table.
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -166,6 +166,19 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     }
     console.log(['attack                  delivered  counters (vm1)', ...rows.map(([a, d, c]) => `${a!.padEnd(24)}${d!.padEnd(11)}${c}`)].join('\n'));
     assert.deepEqual(failures, []);
+  });
+
+  it('drops are sampled to nflog group 2 with the reason in the prefix (for the events issue)', async () => {
+    const [v1, v2, v3] = vms as [Vm, Vm, Vm];
+    const pcap = path.join(env.dir, 'nflog.pcap');
+    const dump = inNs(env.dp, ['timeout', '20', 'tcpdump', '-i', 'nflog:2', '-c', '1', '-U', '-w', pcap]);
+    await new Promise((r) => setTimeout(r, 1500));
+    for (let i = 0; i < 5 && !(existsSync(pcap) && readFileSync(pcap).includes('metald-guard ra_guard')); i++) {
+      await inNs(v1.ns, ['/usr/bin/python3', PY, 'send', 'ra', '900', v1.mac, v1.ip, v2.mac, v2.ip, 'fd00:77::1', v3.ip]);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await dump;
+    assert.ok(readFileSync(pcap).includes('metald-guard ra_guard'), 'no sampled ra_guard drop in nflog group 2');
   });
 
   it('the host answers its VMs only what IPv6 needs: the gateway pings, ssh and the API port are refused', async () => {

@@ -71,7 +71,7 @@ test('allowed RA sources that are not link-local (and not the bridge) cannot be 
 
 test('guard table and host table render to their golden files', () => {
   const ports = [GUIDE_VM, PLAIN_VM].map((v) => portGuard(v, v.nics[0]!, DEFAULTS));
-  golden('guard-table.nft', renderGuardTable({ table: 'metald_guard', ports, trustedPorts: ['mtup0'], defaultRates: DEFAULTS.rates }));
+  golden('guard-table.nft', renderGuardTable({ table: 'metald_guard', ports, trustedPorts: ['mtup0'], defaultRates: DEFAULTS.rates, logGroup: 2 }));
   golden('host-table.nft', renderHostTable({
     table: 'metald_security', vmBridges: ['br-prod'], vmRanges: ['2600:beef:1000::/44'], managementPrefixes: ['2600:beef:1000:ffff::/64'],
     managementPorts: [22, 8080], allowedRaSources: ['fe80::1'], ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1,
