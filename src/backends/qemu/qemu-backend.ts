@@ -6,6 +6,7 @@ import type {
 import { failedPrecondition, invalidArgument } from '../../core/errors.js';
 import { run } from '../../kernel/exec.js';
 import { assertIfName, assertMac, assertNetnsName } from '../../kernel/names.js';
+import { ipIn, netnsAdd, netnsExists } from '../../kernel/netns.js';
 import { liveGuest, readProcStat, signal, waitFor, type Guest } from '../sandbox/guest-process.js';
 import { chooseAccel, type AccelMode } from './accel.js';
 import { assertQemuPath, qemuArgv, tscKhzFromCpuinfo, type Accel, type LaunchFiles, type Machine } from './argv.js';
@@ -113,6 +114,12 @@ export class QemuBackend implements VmBackend {
   async start(): Promise<void> {
     this.tscKhz = tscKhzFromCpuinfo(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''));
     await mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
+    // The data-plane namespace holds the taps and the qemu processes (the daemon's preflight checks it next).
+    const dp = this.opts.dataplaneNetns;
+    if (dp !== undefined && !(await netnsExists(dp))) {
+      await netnsAdd(dp);
+      await ipIn(dp, ['link', 'set', 'lo', 'up']);
+    }
   }
 
   async stop(): Promise<void> {
