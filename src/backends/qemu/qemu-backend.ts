@@ -14,7 +14,7 @@ import { consoleTail, fileSize, readFrom, watchBoot } from './console.js';
 import { netnsTaps, type HostNics } from './host-nics.js';
 import { qmp, queryStatus } from './qmp.js';
 
-// Real guests in qemu-system-x86_64 (docs/decisions/0017): one daemonised
+// Real guests in qemu-system-x86_64 (docs/decisions/0020): one daemonised
 // qemu per VM, running in the data-plane namespace (where its taps are),
 // driven over QMP, identified by pid + start time so a restarted metald
 // finds it again. Per VM, <state_dir>/<vm id>/ holds the QMP socket, the
@@ -59,6 +59,11 @@ const MAX_CONSOLE_BYTES = 1024 * 1024;
 
 function isInt(v: unknown, min: number): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= min;
+}
+
+/** Runs the qemu command line; with -daemonize it returns once qemu is initialised. */
+export async function launchQemu(file: string, args: string[]): Promise<void> {
+  await run(file, args, { timeoutMs: LAUNCH_TIMEOUT_MS });
 }
 
 function isDir(path: string): Promise<boolean> {
@@ -276,8 +281,7 @@ export class QemuBackend implements VmBackend {
       : ['nsenter', [`--net=/run/netns/${dp}`, '--', this.opts.binary, ...argv]];
     // With -daemonize the command returns once qemu is initialised (taps
     // opened, image loaded), so set-up errors come back here with its stderr.
-    if (this.opts.launcher) await this.opts.launcher(file, args);
-    else await run(file, args, { timeoutMs: LAUNCH_TIMEOUT_MS });
+    await (this.opts.launcher ?? launchQemu)(file, args);
   }
 
   /** The daemonised qemu's pid (from its pid file) and start time. */
