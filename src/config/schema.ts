@@ -170,6 +170,26 @@ const ha = z
     if (i >= 0) ctx.addIssue({ code: 'custom', path: ['secondary_nodes', i], message: `${h.primary_node} is already the primary_node` });
   });
 
+/** An absolute path qemu can take inside its comma-separated options. */
+const qemuPath = z.string().refine((s) => s.startsWith('/') && !/[,\n\r\0]/.test(s), {
+  error: (iss) => `${JSON.stringify(iss.input)} must be an absolute path without commas or line breaks`,
+});
+
+// backend: qemu (docs/decisions/0020). The default image paths are where
+// scripts/build-guest-image.sh puts its latest build.
+const qemuSchema = z.strictObject({
+  binary: nonEmpty.default('qemu-system-x86_64'),
+  machine: z.enum(['microvm', 'q35']).default('microvm'),
+  accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  kernel_path: qemuPath.default('/var/cache/metald/guest/current/vmlinuz'),
+  initrd_path: qemuPath.default('/var/cache/metald/guest/current/initramfs.cpio.gz'),
+  image_dirs: z.array(qemuPath).default(['/var/cache/metald/guest', '/var/lib/metald/images']),
+  /** Default /run/metald/<instance_name>/qemu. */
+  state_dir: qemuPath.optional(),
+  boot_timeout: duration({ min: 1000 }).prefault('120s'),
+  readiness: z.enum(['marker', 'vmm']).default('marker'),
+});
+
 /** Does a listener on `a` collide with one on `b` (same port assumed)? */
 function hostsCollide(a: string, b: string): boolean {
   const wildcard = (h: string) => h === '0.0.0.0' || h === '::';
@@ -209,6 +229,7 @@ export function configSchema(opts: SchemaOptions = {}) {
             .default(['sleep', 'infinity']),
         })
         .prefault({}),
+      qemu: qemuSchema.prefault({}),
       // No ipv6 section at all: metald runs VMs without IPv6 and touches no host networking.
       ipv6: ipv6Schema(opts).prefault({ enabled: false }),
       billing: billing.prefault({}),

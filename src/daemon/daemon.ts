@@ -1,4 +1,5 @@
 import type { VmBackend } from '../backends/backend.js';
+import { QemuBackend } from '../backends/qemu/qemu-backend.js';
 import { SandboxBackend } from '../backends/sandbox/sandbox-backend.js';
 import { firecrackerFromConfig } from '../backends/firecracker/from-config.js';
 import { Authenticator } from '../api/auth.js';
@@ -190,8 +191,23 @@ function buildBackend(cfg: MetaldConfig, log: Logger): VmBackend {
         dataplaneNetns: cfg.dataplane?.netns,
         guestCommand: cfg.sandbox.guest_command,
       });
+    case 'qemu': {
+      const q = cfg.qemu;
+      return new QemuBackend({
+        dataplaneNetns: cfg.dataplane?.netns,
+        binary: q.binary,
+        machine: q.machine,
+        accel: q.accel,
+        kernelPath: q.kernel_path,
+        initrdPath: q.initrd_path,
+        imageDirs: q.image_dirs,
+        stateDir: q.state_dir ?? join('/run/metald', cfg.instance_name, 'qemu'),
+        bootTimeoutMs: q.boot_timeout,
+        readiness: q.readiness,
+      });
+    }
     default:
-      throw new Error(`backend "${cfg.backend}" is not available in this build yet; use backend: "sandbox" or "firecracker"`);
+      throw new Error(`unknown backend "${String(cfg.backend)}"`);
   }
 }
 

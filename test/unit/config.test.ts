@@ -95,6 +95,11 @@ test('an empty file is all defaults', () => {
   assert.equal(config.ipv6.quarantine, 600_000);
   assert.equal(config.ipv6.security.firewall_backend, 'nftables');
   assert.deepEqual(config.sandbox.guest_command, ['sleep', 'infinity']);
+  assert.deepEqual(config.qemu, {
+    binary: 'qemu-system-x86_64', machine: 'microvm', accel: 'auto',
+    kernel_path: '/var/cache/metald/guest/current/vmlinuz', initrd_path: '/var/cache/metald/guest/current/initramfs.cpio.gz',
+    image_dirs: ['/var/cache/metald/guest', '/var/lib/metald/images'], boot_timeout: 120_000, readiness: 'marker',
+  });
   assert.equal(config.tls, undefined);
   assert.deepEqual(warnings, ['auth.tokens: mode is tokens (the default) but no tokens are configured: metald serve will refuse to start until tokens are added or auth.mode: none is set']);
 });
@@ -274,6 +279,9 @@ const BAD: [string, string, string][] = [
   ['bad listen address', 'listen_address: localhost\n', 'listen_address (line 1): "localhost" is not an IP address'],
   ['metrics port collides with API', 'listen_address: "::"\nport: 9464\n', 'metrics_address: 127.0.0.1:9464 collides with the API listener :: port 9464'],
   ['ha failover shorter than heartbeat', 'ha:\n  heartbeat_interval: 5s\n  failover_timeout: 2s\n', 'ha.failover_timeout (line 3): must be longer than heartbeat_interval (2s <= 5s)'],
+  ['qemu path with a comma', 'qemu:\n  kernel_path: /img/a,b\n', 'qemu.kernel_path (line 2): "/img/a,b" must be an absolute path without commas or line breaks'],
+  ['qemu accel unknown', 'qemu:\n  accel: hvf\n', 'qemu.accel (line 2): must be one of "auto", "kvm", "tcg", got "hvf"'],
+  ['qemu boot timeout too short', 'qemu:\n  boot_timeout: 10ms\n', 'qemu.boot_timeout (line 2): must be at least 1s, got "10ms"'],
   ['empty guest command', 'sandbox:\n  guest_command: []\n', 'sandbox.guest_command (line 2): needs at least the program to run'],
   ['policy without rules', 'ipv6:\n  security_policies:\n    - id: p\n      rules: []\n', 'ipv6.security_policies[0].rules (line 4): a policy needs at least one rule'],
   ['empty rule string', 'ipv6:\n  security_policies:\n    - id: p\n      rules: ["  "]\n', 'ipv6.security_policies[0].rules[0] (line 4): must not be empty'],

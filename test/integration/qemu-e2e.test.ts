@@ -1,0 +1,131 @@
+// End to end with `backend: qemu`: a real metald (child process) with its own
+// data-plane namespace, bridge and radvd, booting two real guests under TCG
+// through the API. Cleanup (cleanupEnv) kills every process carrying the
+// env's tag, qemu included, and removes the namespaces and the temp dir.
+import assert from 'node:assert/strict';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
+import { linkExists } from '../../src/kernel/netns.js';
+import {
+  alive, baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, taggedPids, TOKENS, writeConfig, type Daemon,
+} from '../helpers/daemon-harness.js';
+import { ping6 } from '../helpers/hostnet-kernel.js';
+import { guestImage, guestRun, pidsMentioning, pingScript } from '../helpers/qemu-guests.js';
+
+const GW = 'fd00:77:0:5::1';
+const VMS = [
+  { id: 'q1', addr: 'fd00:77:0:5::11', other: 'fd00:77:0:5::12' },
+  { id: 'q2', addr: 'fd00:77:0:5::12', other: 'fd00:77:0:5::11' },
+];
+
+describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
+  const env = await newEnv();
+  const admin = client(env, TOKENS.admin);
+  const stateDir = path.join(env.dir, 'qemu');
+  let daemon: Daemon;
+
+  before(async () => {
+    const image = await guestImage();
+    writeConfig(env, baseConfig(env, {
+      backend: 'qemu',
+      qemu: {
+        // KVM detection is covered by the backend test; its probe would only add seconds here.
+        accel: 'tcg', kernel_path: image.kernel, initrd_path: image.initrd, image_dirs: [image.dir],
+        state_dir: stateDir, boot_timeout: '90s',
+      },
+      ipv6: { default_pool: { id: 'test', prefix: 'fd00:77::/48' }, bridge: { name: 'brq' } },
+    }));
+    daemon = await startDaemon(env);
+  });
+
+  after(async () => {
+    await cleanupEnv(env);
+    assert.deepEqual(await leftovers(env), [], 'namespaces or processes left behind');
+    assert.deepEqual(await pidsMentioning(stateDir), [], 'qemu left behind');
+  });
+
+  it('CreateVm + BootVm: guests boot, get their IPv6, reach the gateway and each other', async () => {
+    for (const v of VMS) {
+      const res = await client(env, TOKENS.a).createVm({
+        vmId: v.id,
+        config: {
+          tenantId: 'tenant-a',
+          boot: { kernelArgs: guestRun(pingScript([GW, v.other])) },
+          network: [{ id: 'eth0', bridgeName: 'brq', ipv6: { address: `${v.addr}/64`, gateway: GW } }],
+        },
+      });
+      assert.equal(res.state, VmState.CREATED);
+      assert.ok(await linkExists(env.dp, res.vm!.networkStatus[0]!.hostDevice), 'tap in the data plane');
+    }
+    const t0 = Date.now();
+    const booted = await Promise.all(VMS.map((v) => client(env, TOKENS.a).bootVm({ vmId: v.id })));
+    assert.deepEqual(booted.map((b) => b.state), [VmState.RUNNING, VmState.RUNNING]);
+    const bootMs = Date.now() - t0;
+    for (const v of VMS) {
+      const info = (await admin.getVmInfo({ vmId: v.id })).vm!;
+      assert.equal(info.state, VmState.RUNNING);
+      assert.equal(info.networkStatus[0]!.ipv6Address, `${v.addr}/64`);
+      await ping6(env.dp, v.addr, ['-W5']);
+    }
+    // The guests' own pings, read from their consoles.
+    const { readFile } = await import('node:fs/promises');
+    for (const v of VMS) {
+      const file = path.join(stateDir, v.id, 'console.log');
+      let con = '';
+      const end = Date.now() + 90_000;
+      while (!/METALD-RUN-DONE/.test(con) && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 250));
+        con = await readFile(file, 'utf8');
+      }
+      assert.match(con, new RegExp(`PING-OK ${GW}\\b`), con);
+      assert.match(con, new RegExp(`PING-OK ${v.other}\\b`), con);
+    }
+    assert.ok(bootMs < 90_000, `boot took ${bootMs} ms`);
+  });
+
+  it('the guests keep running across a metald restart and are adopted', async () => {
+    await daemon.kill('SIGKILL');
+    daemon = await startDaemon(env);
+    for (const v of VMS) assert.equal((await admin.getVmInfo({ vmId: v.id })).vm!.state, VmState.RUNNING);
+    await ping6(env.dp, VMS[0]!.addr, ['-W5']);
+  });
+
+  it('Pause / Resume / Reboot / Shutdown', async () => {
+    const c = client(env, TOKENS.a);
+    assert.equal((await c.pauseVm({ vmId: 'q1' })).state, VmState.PAUSED);
+    await assert.rejects(ping6(env.dp, VMS[0]!.addr), 'a paused guest must not answer');
+    assert.equal((await c.resumeVm({ vmId: 'q1' })).state, VmState.RUNNING);
+    await ping6(env.dp, VMS[0]!.addr, ['-W5']);
+    assert.equal((await c.rebootVm({ vmId: 'q1' })).state, VmState.RUNNING);
+    await ping6(env.dp, VMS[0]!.addr, ['-W5']);
+    assert.equal((await c.shutdownVm({ vmId: 'q2', timeoutSeconds: 30 })).state, VmState.SHUTDOWN);
+    await assert.rejects(ping6(env.dp, VMS[1]!.addr));
+  });
+
+  it('a failed boot is FAILED with the console tail in failure_reason', async () => {
+    await client(env, TOKENS.a).createVm({
+      vmId: 'q3',
+      config: {
+        tenantId: 'tenant-a', boot: { kernelArgs: 'rdinit=/no/such/init' },
+        network: [{ id: 'eth0', bridgeName: 'brq', ipv6: { address: 'fd00:77:0:5::13/64', gateway: GW } }],
+      },
+    });
+    await assert.rejects(client(env, TOKENS.a).bootVm({ vmId: 'q3' }));
+    const info = (await admin.getVmInfo({ vmId: 'q3' })).vm!;
+    assert.equal(info.state, VmState.FAILED);
+    assert.match(info.failureReason, /kernel panic[\s\S]*console tail:[\s\S]*Kernel panic/);
+  });
+
+  it('Delete leaves no process, tap or file', async () => {
+    const taps = await Promise.all(['q1', 'q2', 'q3'].map(async (id) => (await admin.getVmInfo({ vmId: id })).vm!.networkStatus[0]!.hostDevice));
+    for (const id of ['q1', 'q2', 'q3']) await client(env, TOKENS.a).deleteVm({ vmId: id });
+    for (const t of taps) assert.equal(await linkExists(env.dp, t), false, `tap ${t}`);
+    assert.deepEqual(await pidsMentioning(stateDir), []);
+    for (const id of ['q1', 'q2', 'q3']) assert.equal(await stat(path.join(stateDir, id)).then(() => true, () => false), false);
+    const qemus = [];
+    for (const pid of taggedPids(env)) if (pid !== daemon.proc.pid && (await alive(pid))) qemus.push(pid);
+    assert.deepEqual(qemus, [], 'only the daemon carries the tag');
+  });
+});
