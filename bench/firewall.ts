@@ -70,7 +70,7 @@ export function renderLinear(table: string, ports: readonly PortGuard[], default
     }
   }
   // With no ports the real renderer gives the exact chains, rate classes and set declarations.
-  const skeleton = renderGuardTable({ table, ports: [], trustedPorts: [], defaultRates: defaults.rates });
+  const skeleton = renderGuardTable({ table, ports: [], trustedPorts: [], defaultRates: defaults.rates, logGroup: 2 });
   return skeleton.split('\n').map((line) => {
     const m = /^\t(set|map) (\S+) \{ (.*) \}$/.exec(line);
     const e = m ? els.get(m[2]!) : undefined;
@@ -153,13 +153,13 @@ async function transactionSplit(c: Ctx, from: number): Promise<{ plain: number; 
 /** Part 1: full load with N VMs, then ensureVm timed for `samples` more VMs, per level. */
 async function updateCost(c: Ctx, levels: readonly number[], samples: number, full: boolean): Promise<LevelResult[]> {
   const { log, lines: warnings } = memoryLog();
-  const opts: FirewallPlaneOptions = { netns: c.dp, guardTable: c.table, hostTable: `${c.table}_host`, defaults: c.defaults, host: undefined, log };
+  const opts: FirewallPlaneOptions = { netns: c.dp, guardTable: c.table, hostTable: `${c.table}_host`, defaults: c.defaults, guardLogGroup: 2, host: undefined, log };
   // Evidence for the report: the real renderer and a no-op reconcile (what the periodic drift check does).
   for (const n of full ? [1000, 10_000] : [1000]) {
     const recs = Array.from({ length: n }, (_, i) => syntheticVm(c, i));
     const ports = portGuards(recs, c.defaults);
     let t = performance.now();
-    const real = renderGuardTable({ table: c.table, ports, trustedPorts: [], defaultRates: c.defaults.rates });
+    const real = renderGuardTable({ table: c.table, ports, trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
     const realMs = performance.now() - t;
     t = performance.now();
     const linear = renderLinear(c.table, ports, c.defaults);

@@ -93,6 +93,10 @@ const bridge = z.strictObject({
   enable_mld_snooping: z.boolean().default(true),
   // Routers whose RAs are accepted (SPEC-NOTES 1: matched by the router's link-local source).
   allowed_ra_sources: z.array(ipv6Address).default([]),
+  // bridged: a Linux bridge (sharded past 1023 ports, decision 0020). routed: no bridge; each
+  // VM NIC is a point-to-point link with its /128 (or /64) routed to it and fe80::1 as its
+  // gateway (decision 0021). The tenant names either kind with bridge_name.
+  mode: z.enum(['bridged', 'routed']).default('bridged'),
 });
 
 const dns = z.strictObject({
@@ -175,6 +179,12 @@ function checkPoolsAndBridges(v: Ipv6Input, issues: Issue[]): void {
     const other = names.get(b.name);
     if (other) issues.push({ path: [...path, 'name'], message: `duplicate bridge name ${JSON.stringify(b.name)} (also ${other}.name)` });
     else names.set(b.name, label);
+    if (b.mode === 'routed' && b.ipv6_address !== undefined) {
+      issues.push({
+        path: [...path, 'ipv6_address'],
+        message: `a routed attachment has no bridge to put ${b.ipv6_address} on: each VM's gateway is the host's link-local fe80::1 (remove ipv6_address, or use mode: bridged)`,
+      });
+    }
   }
 }
 

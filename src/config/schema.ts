@@ -175,7 +175,7 @@ const qemuPath = z.string().refine((s) => s.startsWith('/') && !/[,\n\r\0]/.test
   error: (iss) => `${JSON.stringify(iss.input)} must be an absolute path without commas or line breaks`,
 });
 
-// backend: qemu (docs/decisions/0020). The default image paths are where
+// backend: qemu (docs/decisions/0023). The default image paths are where
 // scripts/build-guest-image.sh puts its latest build.
 const qemuSchema = z.strictObject({
   binary: nonEmpty.default('qemu-system-x86_64'),

@@ -23,6 +23,8 @@ import { RadvdPlane } from '../network/radvd-plane.js';
 import { FirewallPlane } from '../firewall/firewall-plane.js';
 import { firewallOptions } from './firewall-from-config.js';
 import { radvdSettings } from './render.js';
+import { RoutedNetworkPlane } from '../network/routed-plane.js';
+import { AttachmentSplitPlane } from '../network/split-plane.js';
 import { RadvdSupervisor } from '../network/radvd/supervisor.js';
 import type { Logger } from '../observability/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -77,6 +79,7 @@ export class Daemon {
         instanceName: cfg.instance_name,
         ipam,
         bridgeSubnets: bridgeSubnets(cfg),
+        routedAttachments: allBridges(cfg).filter((b) => b.mode === 'routed').map((b) => b.name),
         guestDns: {
           servers: cfg.ipv6.dns.servers,
           searchDomain: cfg.ipv6.dns.search_domain,
@@ -147,12 +150,14 @@ export class Daemon {
  * when IPv6 bridges are configured, else only what the backend plumbs.
  */
 function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
-  const bridges = allBridges(cfg);
-  if (!cfg.ipv6.enabled || bridges.length === 0) return new UnmanagedNetworkPlane();
+  if (!cfg.ipv6.enabled || allBridges(cfg).length === 0) return new UnmanagedNetworkPlane();
+  const bridges = allBridges(cfg).filter((b) => b.mode === 'bridged');
+  const routed = allBridges(cfg).filter((b) => b.mode === 'routed');
   const netns = cfg.dataplane.netns;
   const plane = new BridgeNetworkPlane({
     netns,
     log,
+    instanceName: cfg.instance_name,
     bridges: bridges.map((b) => ({
       name: b.name,
       mtu: b.mtu,
@@ -165,10 +170,12 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
     })),
   });
   const supervisor = new RadvdSupervisor({ netns, dir: join('/run/metald', cfg.instance_name), instance: cfg.instance_name, log });
+  const inner = routed.length === 0 ? plane : new AttachmentSplitPlane(plane,
+    new RoutedNetworkPlane({ netns, log, attachments: routed.map((b) => ({ name: b.name, mtu: b.mtu })) }), routed.map((b) => b.name));
   const r = radvdSettings(cfg);
-  const radvd = new RadvdPlane(plane, supervisor, r.bridges, r.options, log);
+  const radvd = new RadvdPlane(inner, supervisor, r.bridges, r.options, log);
   if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
-  return new FirewallPlane(radvd, { ...firewallOptions(cfg), log });
+  return new FirewallPlane(radvd, { ...firewallOptions(cfg), log, trustedPorts: () => plane.possibleUplinkPorts() });
 }
 
 function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {

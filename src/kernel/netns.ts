@@ -100,6 +100,8 @@ export async function ipJson(netns: string | undefined, args: readonly string[])
 export interface BatchOptions {
   /** Pass `-json`: each `show` line then prints one JSON array on its own line. */
   json?: boolean;
+  /** Pass `-force`: go on past failing lines (the call still rejects if any failed). */
+  force?: boolean;
 }
 
 /**
@@ -112,7 +114,7 @@ export function ipBatch(netns: string | undefined, lines: readonly string[], opt
     if (/[\r\n\0]/.test(line)) throw new Error(`ip batch line contains a line break: ${JSON.stringify(line)}`);
   }
   if (lines.length === 0) return Promise.resolve('');
-  const [file, argv] = ipArgv(netns, [...(opts.json ? ['-json'] : []), '-batch', '-']);
+  const [file, argv] = ipArgv(netns, [...(opts.json ? ['-json'] : []), ...(opts.force ? ['-force'] : []), '-batch', '-']);
   return run(file, argv, { input: `${lines.join('\n')}\n` });
 }
 
@@ -133,10 +135,10 @@ function isMissing(err: unknown): boolean {
 }
 
 /** The link's `ip -json link show` object, or undefined if it (or its namespace) does not exist. */
-export async function linkShow(netns: string | undefined, name: string): Promise<IpObject | undefined> {
+export async function linkShow(netns: string | undefined, name: string, details = false): Promise<IpObject | undefined> {
   assertIfName(name);
   try {
-    return (await ipJson(netns, ['link', 'show', 'dev', name]))[0];
+    return (await ipJson(netns, [...(details ? ['-d'] : []), 'link', 'show', 'dev', name]))[0];
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw err;
@@ -155,4 +157,19 @@ export async function linkDelete(netns: string | undefined, name: string): Promi
   } catch (err) {
     if (!isMissing(err)) throw err;
   }
+}
+
+/**
+ * `sysctl -q -w` of keys in slash form (a device name may contain dots), in
+ * the namespace through nsenter: /proc/sys/net belongs to the writer's network
+ * namespace, so no `ip netns exec` (and its /sys remount) is needed.
+ */
+export function sysctlWrite(netns: string | undefined, kv: readonly string[]): Promise<string> {
+  for (const s of kv) {
+    if (!/^[A-Za-z0-9_./-]+=[A-Za-z0-9_.-]+$/.test(s)) throw new Error(`invalid sysctl assignment ${JSON.stringify(s)}`);
+  }
+  const args = ['-q', '-w', ...kv];
+  return netns === undefined
+    ? run('sysctl', args)
+    : run('nsenter', [`--net=${NETNS_DIR}/${assertNetnsName(netns)}`, '--', 'sysctl', ...args]);
 }

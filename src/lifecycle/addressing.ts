@@ -15,6 +15,8 @@ export interface NicAddressing {
 }
 
 const SUBNET_BITS = 64n;
+/** The host end of every routed link answers as this (decision 0021). */
+export const ROUTED_GATEWAY = 'fe80::1';
 
 export function assignAddresses(
   ipam: Ipam | undefined,
@@ -22,6 +24,8 @@ export function assignAddresses(
   nics: readonly PlannedNic[],
   owner: { vmId: string; tenantId: string },
   now: Date,
+  /** Names of routed attachments (config bridges with mode: routed). */
+  routed: readonly string[] = [],
 ): { allocations: Allocation[]; addressing: NicAddressing[] } {
   const allocations: Allocation[] = [];
   try {
@@ -42,7 +46,8 @@ export function assignAddresses(
         wholePrefix: nic.wholePrefix,
       }, now);
       allocations.push(a);
-      return { ...addressOf(a, nic, bridges, field), ipv6Allocation: a.key };
+      const addressing = routed.includes(nic.bridge) ? routedAddressOf(a, nic, field) : addressOf(a, nic, bridges, field);
+      return { ...addressing, ipv6Allocation: a.key };
     });
     return { allocations, addressing };
   } catch (err) {
@@ -72,6 +77,22 @@ function addressOf(a: Allocation, nic: PlannedNic, bridges: readonly BridgeSubne
     throw invalidArgument(`${field}.address`, `${a.address} is the gateway address of its subnet; choose another address`);
   }
   return { ipv6Address: `${a.address}/${length}`, ipv6Gateway: formatIpv6(gateway) };
+}
+
+/**
+ * On a routed attachment nothing is on-link but the host: the NIC holds its
+ * /128 (or its /64 in prefix mode) and reaches everything through the host's
+ * link-local address on the point-to-point link.
+ */
+function routedAddressOf(a: Allocation, nic: PlannedNic, field: string): Omit<NicAddressing, 'ipv6Allocation'> {
+  const length = a.kind === 'prefix' ? 64 : 128;
+  if (nic.staticAddress && nic.staticAddress.length !== length) {
+    throw invalidArgument(`${field}.address`, `prefix length must be /${length} (routed attachment ${nic.bridge}), got /${nic.staticAddress.length}`);
+  }
+  if (nic.gateway !== undefined && nic.gateway !== parseIpv6(ROUTED_GATEWAY)) {
+    throw invalidArgument(`${field}.gateway`, `must be ${ROUTED_GATEWAY}, the host's link-local address on a routed attachment`);
+  }
+  return { ipv6Address: `${a.address}/${length}`, ipv6Gateway: ROUTED_GATEWAY };
 }
 
 function contains(network: bigint, length: number, addr: bigint): boolean {

@@ -8,6 +8,7 @@ import { assertOperation, assertTransition, type VmOperation } from '../core/vm/
 import { planCreate, type ValidationContext } from '../core/vm/validate.js';
 import { VmConfigSchema, type VmConfig } from '../gen/vmprovisioner/v1/vm_pb.js';
 import type { NetworkPlane } from '../network/plane.js';
+import { VM_PORTS_PER_CONFIGURED_BRIDGE } from '../network/shards.js';
 import type { Store, VmQuery } from '../store/store.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { assignAddresses } from './addressing.js';
@@ -18,8 +19,12 @@ import type { Mutation } from '../store/store.js';
 
 /** Not a valid VM id, so it can never collide with one. */
 const CAPACITY_KEY = '#capacity';
-/** Linux bridges accept at most 1023 ports (BR_MAX_PORTS - 1). */
-export const MAX_BRIDGE_PORTS = 1023;
+/**
+ * VM ports one configured bridge takes. The kernel's limit is 1023 per Linux
+ * bridge; the network plane shards a configured bridge transparently past it
+ * (decision 0020), so the limit here is the shards' total.
+ */
+export const MAX_BRIDGE_PORTS = VM_PORTS_PER_CONFIGURED_BRIDGE;
 
 export interface ManagerOptions {
   instanceName: string;
@@ -27,9 +32,13 @@ export interface ManagerOptions {
   ipam?: Ipam;
   /** Bridges' on-link subnets (gateways for NICs on them). */
   bridgeSubnets?: BridgeSubnet[];
+  /** Routed attachments (config bridges with mode: routed): /128 or /64 with gateway fe80::1. */
+  routedAttachments?: string[];
   /** DNS settings handed to guests (ipv6.dns). */
   guestDns?: GuestDns;
   maxVms: number;
+  /** VM ports per configured bridge; default MAX_BRIDGE_PORTS (tests lower it). */
+  maxBridgePorts?: number;
   defaultShutdownTimeoutMs: number;
   validation: ValidationContext;
   now?: () => Date;
@@ -51,7 +60,7 @@ export class VmManager {
   /** MACs in use: a copied MAC would let one VM take another's traffic on a shared bridge. */
   private readonly usedMacs = new Set<string>();
   private readonly staleAllocationRows = new Set<string>();
-  /** Ports per bridge: a Linux bridge takes at most 1023 (the 1024th fails with "Exchange full"). */
+  /** VM ports per configured bridge (all its shards together). */
   private readonly bridgePorts = new Map<string, number>();
   private readonly now: () => Date;
 
@@ -125,12 +134,13 @@ export class VmManager {
           throw new MetaldError('already_exists', `${n.mac} is already in use`, `config.network[${i}].mac_address`);
         }
         const ports = (this.bridgePorts.get(n.bridge) ?? 0) + plan.nics.slice(0, i).filter((m) => m.bridge === n.bridge).length;
-        if (n.bridge && ports >= MAX_BRIDGE_PORTS) {
-          throw new MetaldError('resource_exhausted', `bridge ${n.bridge} has ${MAX_BRIDGE_PORTS} ports, the kernel's limit per bridge; attach the NIC to another bridge`, `config.network[${i}].bridge_name`);
+        const limit = this.opts.maxBridgePorts ?? MAX_BRIDGE_PORTS;
+        if (n.bridge && ports >= limit) {
+          throw new MetaldError('resource_exhausted', `bridge ${n.bridge} has ${limit} VM ports, the most one configured bridge takes with all its shards; attach the NIC to another bridge`, `config.network[${i}].bridge_name`);
         }
       });
       this.collectExpired(ts);
-      const { allocations, addressing } = assignAddresses(this.opts.ipam, this.opts.bridgeSubnets ?? [], plan.nics, { vmId: id, tenantId: plan.tenantId }, ts);
+      const { allocations, addressing } = assignAddresses(this.opts.ipam, this.opts.bridgeSubnets ?? [], plan.nics, { vmId: id, tenantId: plan.tenantId }, ts, this.opts.routedAttachments);
       vm = {
         ...vm,
         nics: plan.nics.map((n, i) => ({

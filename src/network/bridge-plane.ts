@@ -2,14 +2,16 @@ import { readFile } from 'node:fs/promises';
 import { formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
 import type { VmRecord } from '../core/vm/record.js';
 import { run } from '../kernel/exec.js';
+import { IpSession } from '../kernel/ip-session.js';
 import { assertIfName, assertNetnsName } from '../kernel/names.js';
 import type { Logger } from '../observability/logger.js';
 import {
-  addLine, addrsAfter, desiredHostNetwork, parseKernelView, planHostNetwork, portLine,
-  type BridgeSpec, type DesiredBridge, type HostNetworkPlan, type KernelAddrs, type KernelView, type SkippedNic,
+  addLine, addrsAfter, desiredHostNetwork, parseKernelView, portLine,
+  type BridgeSpec, type DesiredBridge, type KernelAddrs, type KernelView, type SkippedNic,
 } from './desired.js';
 import { detectVlanFiltering, type VlanFilteringSupport } from './kernel-features.js';
 import type { NetworkPlane } from './plane.js';
+import { MAX_SHARDS, pickShard, planShardedHostNetwork, ShardNaming, type ShardedPlan, type ShardState } from './shards.js';
 
 // The host side of VM NICs: bridges, their addresses, and VM ports on them
 // (docs/decisions/0014). Reads the kernel, diffs it against desiredHostNetwork,
@@ -21,6 +23,8 @@ export interface BridgePlaneOptions {
   netns: string | undefined;
   bridges: BridgeSpec[];
   log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+  /** Scopes the names of shard bridges and uplinks (decision 0020); default "metald". */
+  instanceName?: string;
 }
 
 /** A VM removed less than this long ago is ignored by a reconcile whose VM list may predate the removal. */
@@ -48,6 +52,12 @@ export class BridgeNetworkPlane implements NetworkPlane {
   private readonly known = new Map<string, KernelAddrs>();
   /** Bridge -> ifindex whose sysctls we wrote (-1: created by us, ifindex not read yet). */
   private readonly sysctlsDone = new Map<string, number>();
+  /** Shards of each configured bridge and where every port is (decision 0020), as of our last read plus our writes. */
+  private shards = new Map<string, ShardState>();
+  private readonly placement = new Map<string, string>();
+  readonly naming: ShardNaming;
+  /** The ensureVm fast path's writes: netlink round trips, not a process each (src/kernel/ip-session.ts). */
+  private readonly session: IpSession;
 
   constructor(opts: BridgePlaneOptions) {
     if (opts.netns !== undefined) assertNetnsName(opts.netns);
@@ -55,6 +65,8 @@ export class BridgeNetworkPlane implements NetworkPlane {
     this.netns = opts.netns;
     this.specs = opts.bridges.map((b) => ({ ...b, addresses: [...b.addresses] }));
     this.log = opts.log;
+    this.naming = new ShardNaming(opts.instanceName ?? 'metald');
+    this.session = new IpSession(opts.netns);
     desiredHostNetwork({ bridges: this.specs, vms: [] }); // fails fast on bad addresses or duplicate names
   }
 
@@ -76,12 +88,15 @@ export class BridgeNetworkPlane implements NetworkPlane {
       // Fast path, one process: ports are set unconditionally (idempotent), addresses
       // only when our picture of the bridge lacks them. Anything unexpected (bridge
       // gone, port missing, address added by someone else) falls back to read-and-diff.
-      const lines = this.fastLines(want);
-      if (lines !== undefined) {
+      const fast = this.fastLines(want);
+      if (fast !== undefined) {
+        const { lines, placed } = fast;
         try {
-          await this.write(lines);
+          this.stats.writes++;
+          await this.session.run(lines);
           this.lastApplied = lines;
           for (const b of want) this.noteAdded(b, lines);
+          this.notePlaced(placed);
           return;
         } catch (err) {
           this.log.debug({ vm_id: vm.id, err: String(err) }, 'bridge plane fast path failed; reading the kernel');
@@ -95,7 +110,11 @@ export class BridgeNetworkPlane implements NetworkPlane {
     return this.serial(async () => {
       this.live.delete(vm.id);
       this.gone.set(vm.id, Date.now());
-      const mine = this.desiredOf([vm]);
+      // The port leaves with the VM's host device (the backend deletes it next).
+      this.notePlaced(vm.nics.map((n) => ({ device: n.hostDevice, master: undefined })));
+      // The lifecycle removes a VM in state 'deleting', which desiredHostNetwork
+      // leaves out; what it had is what the same VM planned as live.
+      const mine = this.desiredOf([{ ...vm, state: 'running' }]);
       this.index(mine, vm.id, false);
       // Ports need nothing: they vanish with the VM's host device. Gateway
       // addresses go when no other VM names them, and only if metald added them.
@@ -210,17 +229,72 @@ export class BridgeNetworkPlane implements NetworkPlane {
     }
   }
 
-  private fastLines(want: DesiredBridge[]): string[] | undefined {
+  /**
+   * A port already placed goes (again) to its shard; a new one to the lowest
+   * shard with room. undefined when that needs a read or a new shard.
+   */
+  private fastLines(want: DesiredBridge[]): { lines: string[]; placed: { device: string; master: string }[] } | undefined {
     const lines: string[] = [];
+    const placed: { device: string; master: string }[] = [];
     for (const b of want) {
       const addrs = this.known.get(b.name);
-      if (!addrs) return undefined;
+      const state = this.shards.get(b.name);
+      if (!addrs || !state) return undefined;
       for (const a of b.addresses) {
         if (!addrs.has(parseIpv6(a.address))) lines.push(addLine(b.name, a.address, a.length));
       }
-      for (const p of b.ports) lines.push(portLine(b.name, p.device, p.mtu));
+      const load = new Map(state.load);
+      for (const p of b.ports) {
+        let master = this.placement.get(p.device);
+        if (master === undefined || ![...state.names.values()].includes(master)) {
+          const k = pickShard({ names: state.names, load });
+          if (k === undefined) return undefined;
+          load.set(k, (load.get(k) ?? 0) + 1);
+          master = state.names.get(k)!;
+        }
+        lines.push(portLine(master, p.device, p.mtu));
+        placed.push({ device: p.device, master });
+      }
     }
-    return lines;
+    return { lines, placed };
+  }
+
+  /** Keep placement and shard loads in step with a port that joined (master) or left (undefined). */
+  private notePlaced(changes: { device: string; master: string | undefined }[]): void {
+    for (const { device, master } of changes) {
+      const before = this.placement.get(device);
+      if (before === master) continue;
+      for (const state of this.shards.values()) {
+        for (const [k, name] of state.names) {
+          if (name === before) state.load.set(k, Math.max(0, (state.load.get(k) ?? 0) - 1));
+          if (name === master) state.load.set(k, (state.load.get(k) ?? 0) + 1);
+        }
+      }
+      if (master === undefined) this.placement.delete(device);
+      else this.placement.set(device, master);
+    }
+  }
+
+  /** Uplink ends on the configured bridges and their shards (for the port guards: not VM ports, not unknown). */
+  uplinkPorts(): string[] {
+    return [...this.placement.keys()].filter((d) => this.naming.isUplink(d)).sort();
+  }
+
+  /**
+   * Every uplink end any configured bridge may ever have (2 x MAX_SHARDS each):
+   * the port guards trust them up front, so a shard made by an ensureVm forwards
+   * at once instead of after the firewall's next reconcile. No VM port can
+   * carry these names (VM ports are `m…`), and only metald makes links here.
+   */
+  possibleUplinkPorts(): string[] {
+    return this.specs.flatMap((b) => Array.from({ length: MAX_SHARDS }, (_, i) => this.naming.names(b.name, i + 1)))
+      .flatMap((n) => [n.upper, n.lower]);
+  }
+
+  /** The shard bridges each configured bridge has now (primary first). */
+  shardBridges(bridge: string): string[] {
+    const s = this.shards.get(bridge);
+    return s ? [...s.names].sort((a, b) => a[0] - b[0]).map(([, n]) => n) : [];
   }
 
   private noteAdded(b: DesiredBridge, lines: string[]): void {
@@ -234,7 +308,7 @@ export class BridgeNetworkPlane implements NetworkPlane {
   private async converge(want: DesiredBridge[], prune: boolean): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const view = await this.read();
-      const plan = planHostNetwork(want, view, prune);
+      const plan = planShardedHostNetwork(want, view, this.naming, prune);
       for (const w of plan.warnings) this.warnOnce(w);
       try {
         this.lastApplied = await this.apply(plan, view);
@@ -248,6 +322,10 @@ export class BridgeNetworkPlane implements NetworkPlane {
         if (plan.problems.some((p) => p.startsWith(`${b.name}:`))) this.known.delete(b.name);
         else this.known.set(b.name, addrsAfter(b, view.bridges.get(b.name)?.addrs, prune));
       }
+      for (const [name, state] of plan.shards) this.shards.set(name, state);
+      for (const [device, master] of plan.placement) this.placement.set(device, master);
+      // Ports the kernel no longer has (deleted VMs) are forgotten at a full read.
+      if (prune) for (const device of [...this.placement.keys()]) if (!view.links.has(device) && !plan.placement.has(device)) this.placement.delete(device);
       if (plan.problems.length > 0) throw new Error(`bridge plane: ${plan.problems.join('; ')}`);
       return;
     }
@@ -265,19 +343,27 @@ export class BridgeNetworkPlane implements NetworkPlane {
     return parseKernelView(parse(bridges), parse(links));
   }
 
-  private async apply(plan: HostNetworkPlan, view: KernelView): Promise<string[]> {
+  private async apply(plan: ShardedPlan, view: KernelView): Promise<string[]> {
     const steps: string[] = [];
+    const configured = (n: string) => this.specs.some((s) => s.name === n);
     if (plan.create.length) {
       await this.write(plan.create);
       steps.push(...plan.create);
       for (const name of plan.created) this.sysctlsDone.delete(name);
     }
-    const fresh = [...view.bridges.entries()].filter(([n]) => this.specs.some((s) => s.name === n));
+    if (plan.noIpv6.length) {
+      // Shard bridges and uplinks are plain L2: no link-local, no RA processing,
+      // not a second host on the VMs' link (the root namespace's default may have IPv6 on).
+      const kv = plan.noIpv6.map((n) => `net/ipv6/conf/${n}/disable_ipv6=1`);
+      await this.sysctl(kv, false);
+      steps.push(...kv.map((s) => `sysctl ${s}`));
+    }
+    const fresh = [...view.bridges.entries()].filter(([n]) => configured(n));
     for (const [name, k] of fresh) {
       // Adopt the ifindex of a bridge we created, so its recreation by anyone shows as a change.
       if (this.sysctlsDone.get(name) === -1) this.sysctlsDone.set(name, k.ifindex);
     }
-    const need = [...plan.created, ...fresh.filter(([n, k]) => this.sysctlsDone.get(n) !== k.ifindex).map(([n]) => n)];
+    const need = [...plan.created.filter(configured), ...fresh.filter(([n, k]) => this.sysctlsDone.get(n) !== k.ifindex).map(([n]) => n)];
     if (need.length) {
       // Slash form: a bridge name may contain dots (the guide's step 1.2 sysctls).
       const kv = need.flatMap((n) => ['disable_ipv6=0', 'forwarding=1', 'accept_ra=0', 'accept_redirects=0'].map((x) => `net/ipv6/conf/${n}/${x}`));

@@ -276,18 +276,25 @@ describe('limits and concurrency', () => {
     }
   });
 
-  it('a bridge takes at most 1023 ports (the kernel limit): the next NIC is resource_exhausted, naming the field', async () => {
+  it('a configured bridge takes past the kernel\'s 1023 ports (sharded by the plane); its own cap is resource_exhausted, naming the field', async () => {
     const h = await startHarness({ maxVms: 5000 });
     try {
       const c = h.client(TOKENS.admin);
-      for (let i = 0; i < 1023; i += 1) await c.createVm({ vmId: `port-${i}`, config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } });
-      await rejectsWith(c.createVm({ vmId: 'port-1023', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } }), Code.ResourceExhausted,
-        "config.network[0].bridge_name: bridge br-shared has 1023 ports, the kernel's limit per bridge; attach the NIC to another bridge");
-      await c.createVm({ vmId: 'other-bridge', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-prod' }] } });
-      await c.deleteVm({ vmId: 'port-0' });
-      await c.createVm({ vmId: 'port-1023', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } });
+      for (let i = 0; i < 1030; i += 1) await c.createVm({ vmId: `port-${i}`, config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } });
     } finally {
       await h.close();
+    }
+    const small = await startHarness({ maxVms: 50, maxBridgePorts: 3 });
+    try {
+      const c = small.client(TOKENS.admin);
+      for (let i = 0; i < 3; i += 1) await c.createVm({ vmId: `port-${i}`, config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } });
+      await rejectsWith(c.createVm({ vmId: 'port-3', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } }), Code.ResourceExhausted,
+        'config.network[0].bridge_name: bridge br-shared has 3 VM ports, the most one configured bridge takes with all its shards; attach the NIC to another bridge');
+      await c.createVm({ vmId: 'other-bridge', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-prod' }] } });
+      await c.deleteVm({ vmId: 'port-0' });
+      await c.createVm({ vmId: 'port-3', config: { tenantId: 't', network: [{ id: 'eth0', bridgeName: 'br-shared' }] } });
+    } finally {
+      await small.close();
     }
   });
 

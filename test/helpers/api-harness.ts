@@ -63,7 +63,7 @@ ipv6:
       mtu: 9000
 `;
 
-export async function startHarness<B extends VmBackend = FakeBackend>(opts: { maxVms?: number; authMode?: 'tokens' | 'none'; store?: Store; fastPath?: boolean; configYaml?: string; now?: () => Date; backend?: B } = {}): Promise<Harness<B>> {
+export async function startHarness<B extends VmBackend = FakeBackend>(opts: { maxVms?: number; maxBridgePorts?: number; authMode?: 'tokens' | 'none'; store?: Store; fastPath?: boolean; configYaml?: string; now?: () => Date; backend?: B } = {}): Promise<Harness<B>> {
   const store = opts.store ?? new MemoryStore();
   const backend = opts.backend ?? (new FakeBackend() as unknown as B);
   const { config } = parseConfig(opts.configYaml ?? HARNESS_CONFIG, 'harness');
@@ -72,6 +72,7 @@ export async function startHarness<B extends VmBackend = FakeBackend>(opts: { ma
   const manager = new VmManager(store, backend, new UnmanagedNetworkPlane(), {
     instanceName: 'mtdtest',
     maxVms: opts.maxVms ?? 1000,
+    maxBridgePorts: opts.maxBridgePorts,
     defaultShutdownTimeoutMs: 1000,
     validation: validationContext(config),
     ipam,

@@ -8,12 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import type { BackendVmSpec } from '../../src/backends/backend.js';
 import { SandboxBackend } from '../../src/backends/sandbox/sandbox-backend.js';
 import type { VmRecord } from '../../src/core/vm/record.js';
-import { ipIn, ipJson, linkExists, netnsAdd, netnsExists, netnsList } from '../../src/kernel/netns.js';
+import { ipIn, ipJson, linkExists, netnsExists, netnsList } from '../../src/kernel/netns.js';
 import { BridgeNetworkPlane } from '../../src/network/bridge-plane.js';
 import { detectVlanFiltering } from '../../src/network/kernel-features.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 import {
-  hostDump, infoData, memoryLog, pinBridgeNetfilterOff, ping6, removeNamespaces, sysctlIn, waitAddressesReady,
+  hostDump, infoData, memoryLog, freshDataPlane, ping6, removeNamespaces, sysctlIn, waitAddressesReady,
 } from '../helpers/hostnet-kernel.js';
 
 const tag = randomBytes(2).toString('hex');
@@ -63,10 +63,7 @@ const link = async (name: string) => (await ipJson(DP, ['-d', 'link', 'show', 'd
 
 describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
   before(async () => {
-    assert.deepEqual((await netnsList()).filter(mine), [], 'random test names already in use');
-    await netnsAdd(DP);
-    await ipIn(DP, ['link', 'set', 'lo', 'up']);
-    await pinBridgeNetfilterOff(DP);
+    await freshDataPlane(DP, mine);
     await plane.reconcile([]);
   });
 

@@ -242,6 +242,8 @@ const BAD: [string, string, string][] = [
   ['forward_delay out of range', 'ipv6:\n  bridge: { name: br0, forward_delay: 1 }\n', 'ipv6.bridge.forward_delay (line 2): must be an integer from 2 to 30, got 1'],
   ['bridge name of 16 chars', 'ipv6:\n  bridges:\n    - name: br-0123456789abc\n', 'ipv6.bridges[0].name (line 3): "br-0123456789abc" is not a valid interface name (1-15 chars of A-Z a-z 0-9 _ . -, starting with a letter or digit)'],
   ['bridge names unique across bridge and bridges', 'ipv6:\n  bridge: { name: br0 }\n  bridges:\n    - name: br1\n    - name: br0\n', 'ipv6.bridges[1].name (line 5): duplicate bridge name "br0" (also ipv6.bridge.name)'],
+  ['routed attachment with an address', 'ipv6:\n  bridges:\n    - name: rt0\n      mode: routed\n      ipv6_address: "2600::1/64"\n', 'ipv6.bridges[0].ipv6_address (line 5): a routed attachment has no bridge to put 2600::1/64 on: each VM\'s gateway is the host\'s link-local fe80::1 (remove ipv6_address, or use mode: bridged)'],
+  ['bad attachment mode', 'ipv6:\n  bridge: { name: br0, mode: bonded }\n', 'ipv6.bridge.mode (line 2): must be one of "bridged", "routed", got "bonded"'],
   ['bridge address without length', 'ipv6:\n  bridge: { name: br0, ipv6_address: "2600::1" }\n', 'ipv6.bridge.ipv6_address (line 2): "2600::1" is not an IPv6 address with prefix length (like "2600:beef::1/64")'],
   ['multicast DNS server', 'ipv6:\n  dns:\n    servers: ["ff02::fb"]\n', 'ipv6.dns.servers[0] (line 3): "ff02::fb" is a multicast address, not a unicast IPv6 address'],
   ['bad search domain', 'ipv6:\n  dns: { search_domain: "-bad-.example" }\n', 'ipv6.dns.search_domain (line 2): "-bad-.example" is not a DNS name'],

@@ -5,7 +5,7 @@ import type { Accel } from './argv.js';
 
 // KVM where it works, else TCG. /dev/kvm being there is not enough: on a
 // host whose KVM is PVM-only, qemu opens it, but a normal guest kernel then
-// hangs at protected-mode entry (docs/decisions/0020). So `auto` boots the
+// hangs at protected-mode entry (docs/decisions/0023). So `auto` boots the
 // guest image once with KVM and a kernel argument that makes guest/init
 // print METALD-PROBE-OK and power off; under a working KVM that takes well
 // under a second.

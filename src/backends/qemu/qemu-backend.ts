@@ -14,7 +14,7 @@ import { consoleTail, fileSize, readFrom, watchBoot } from './console.js';
 import { netnsTaps, type HostNics } from './host-nics.js';
 import { qmp, queryStatus } from './qmp.js';
 
-// Real guests in qemu-system-x86_64 (docs/decisions/0020): one daemonised
+// Real guests in qemu-system-x86_64 (docs/decisions/0023): one daemonised
 // qemu per VM, running in the data-plane namespace (where its taps are),
 // driven over QMP, identified by pid + start time so a restarted metald
 // finds it again. Per VM, <state_dir>/<vm id>/ holds the QMP socket, the
