@@ -11,8 +11,8 @@
 //    is timed for further VMs, the levels side by side (one netns each, samples
 //    interleaved): p50/p99 per level and p50(50k) / p50(1k).
 //    Target: ratio <= 1.2. Guards key on port names, so the N synthetic VMs need
-//    no interfaces. The same element commands are also sent by hand in two parts
-//    (verdict-map `jump` elements apart), which shows where the time goes.
+//    no interfaces. Also printed: render time and a no-op reconcile (structure
+//    check; set contents compared) at 1k and 10k.
 // 2. 64-byte UDP packets per second between two VMs (netns + veth on a bridge in
 //    the data-plane netns, sandbox style, bridge-nf-call-ip6tables=0) with the
 //    full ruleset at 10k VMs (the two real VMs + 9 998 synthetic) / with the
@@ -25,11 +25,7 @@
 // Needs root. Everything lives in namespaces made here (`mtdbench-fw-<hex>`,
 // `-a`, `-b`), deleted at the end, also on failure or Ctrl-C; the iperf3 server
 // started here is killed; the scratch dir is removed.
-//
-// The whole-table text is built here with a linear merge of `portElements` into
-// the sets of the real renderer's skeleton: renderGuardTable merges elements in
-// O(N^2) (10k VMs: ~11 s, 50k: hours). The bench checks at 1k that both texts
-// are identical, and times the real renderer and a no-op reconcile as figures.
+
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -40,8 +36,9 @@ import { run } from '../src/kernel/exec.js';
 import { ipBatch, ipJson, netnsAdd, netnsDelete } from '../src/kernel/netns.js';
 import { nftApply, nftDeleteTable, nftList, type NftObject } from '../src/kernel/nft.js';
 import { FirewallPlane, type FirewallPlaneOptions } from '../src/firewall/firewall-plane.js';
-import { portElementCommands, portElements, renderGuardTable } from '../src/firewall/guard-table.js';
-import { portGuards, type GuardDefaults, type PortGuard } from '../src/firewall/port-guard.js';
+import { portElements } from '../src/firewall/guard-elements.js';
+import { renderGuardTable } from '../src/firewall/guard-table.js';
+import { portGuards, type GuardDefaults } from '../src/firewall/port-guard.js';
 import { UnmanagedNetworkPlane } from '../src/network/plane.js';
 import { vmRecord } from '../test/helpers/hostnet-fixtures.js';
 import { memoryLog, pinBridgeNetfilterOff } from '../test/helpers/hostnet-kernel.js';
@@ -58,25 +55,6 @@ const median = (xs: readonly number[]) => pct(xs, 50);
 const label = (n: number) => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hex2 = (b: number) => b.toString(16).padStart(2, '0');
-
-/** The full table text, merged in one pass; must equal renderGuardTable's (checked at 1k). */
-export function renderLinear(table: string, ports: readonly PortGuard[], defaults: GuardDefaults): string {
-  const els = new Map<string, string[]>();
-  for (const p of ports) {
-    for (const [set, e] of portElements(p)) {
-      let a = els.get(set);
-      if (!a) els.set(set, (a = []));
-      for (const x of e) a.push(x);
-    }
-  }
-  // With no ports the real renderer gives the exact chains, rate classes and set declarations.
-  const skeleton = renderGuardTable({ table, ports: [], trustedPorts: [], defaultRates: defaults.rates, logGroup: 2 });
-  return skeleton.split('\n').map((line) => {
-    const m = /^\t(set|map) (\S+) \{ (.*) \}$/.exec(line);
-    const e = m ? els.get(m[2]!) : undefined;
-    return m && e?.length ? `\t${m[1]} ${m[2]} { ${m[3]} elements = { ${e.join(', ')} } }` : line;
-  }).join('\n');
-}
 
 interface Ctx {
   dp: string;
@@ -132,24 +110,6 @@ async function idleP50(file: string, argv: string[]): Promise<number> {
 
 interface LevelResult { n: number; p50: number; p99: number }
 
-/**
- * Where an update's time goes: the element commands of further VMs sent as two
- * `nft -f` transactions, the verdict-map (`: jump rl_…`) elements apart from the rest.
- */
-async function transactionSplit(c: Ctx, from: number): Promise<{ plain: number; jumps: number }> {
-  const plain: number[] = [];
-  const jumps: number[] = [];
-  for (let k = 0; k < 15; k++) {
-    const lines = portElementCommands(c.table, 'add', portGuards([syntheticVm(c, from + k)], c.defaults)[0]!);
-    for (const [part, xs] of [[lines.filter((l) => !l.includes(': jump ')), plain], [lines.filter((l) => l.includes(': jump ')), jumps]] as const) {
-      const t = performance.now();
-      await nftApply(c.dp, `${part.join('\n')}\n`);
-      xs.push(performance.now() - t);
-    }
-  }
-  return { plain: median(plain), jumps: median(jumps) };
-}
-
 /** Part 1: full load with N VMs, then ensureVm timed for `samples` more VMs, per level. */
 async function updateCost(c: Ctx, levels: readonly number[], samples: number, full: boolean): Promise<LevelResult[]> {
   const { log, lines: warnings } = memoryLog();
@@ -161,20 +121,15 @@ async function updateCost(c: Ctx, levels: readonly number[], samples: number, fu
     let t = performance.now();
     const real = renderGuardTable({ table: c.table, ports, trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
     const realMs = performance.now() - t;
-    t = performance.now();
-    const linear = renderLinear(c.table, ports, c.defaults);
-    const linearMs = performance.now() - t;
-    if (real !== linear) throw new Error(`bench renderer differs from renderGuardTable at N=${n}`);
     await nftDeleteTable(c.dp, 'bridge', c.table);
-    await nftApply(c.dp, linear);
+    await nftApply(c.dp, real);
     const plane = new FirewallPlane(new UnmanagedNetworkPlane(), opts);
     t = performance.now();
     const outcome = await plane.reconcile(recs).then(
-      () => `wrote: full ${plane.stats.fullApplies}, repairs ${plane.stats.driftRepairs}`,
+      () => `writes ${plane.stats.writes}, full ${plane.stats.fullApplies}, repairs ${plane.stats.driftRepairs}`,
       (err: unknown) => `FAILED: ${String(err).split('\n')[0]}`);
     const reconcileMs = performance.now() - t;
-    console.log(`N=${label(n).padEnd(3)} renderGuardTable ${realMs.toFixed(0)} ms (linear merge ${linearMs.toFixed(0)} ms, same text);`
-      + ` no-op reconcile ${reconcileMs.toFixed(0)} ms (${outcome})`);
+    console.log(`N=${label(n).padEnd(3)} renderGuardTable ${realMs.toFixed(0)} ms; no-op reconcile ${reconcileMs.toFixed(0)} ms (${outcome})`);
   }
   const nftIdle = await idleP50('nsenter', [`--net=/run/netns/${c.dp}`, '--', 'nft', '--version']);
   console.log(`idle \`nsenter --net nft --version\` p50 ${nftIdle.toFixed(2)} ms (process cost every update pays)`);
@@ -211,7 +166,7 @@ async function setupLevel(c0: Ctx, n: number, opts: FirewallPlaneOptions): Promi
   await netnsAdd(c.dp);
   const recs = Array.from({ length: n }, (_, i) => syntheticVm(c, i));
   let t = performance.now();
-  const text = renderLinear(c.table, portGuards(recs, c.defaults), c.defaults);
+  const text = renderGuardTable({ table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
   const renderMs = performance.now() - t;
   const load = await loadTable(c, text);
   const elements = text.split(', ').length + text.split(' elements = {').length - 2;
@@ -233,13 +188,10 @@ async function finishLevel(l: Level, samples: number): Promise<LevelResult> {
   const { c, n } = l;
   const ports = await setSize(c, 'vm_ports');
   if (ports !== n + samples + 1) throw new Error(`N=${n}: vm_ports holds ${ports}, expected ${n + samples + 1}`);
-  const split = await transactionSplit(c, n + samples + 1);
   const r = { n, p50: pct(l.xs, 50), p99: pct(l.xs, 99) };
-  const lines = portElementCommands(c.table, 'add', portGuards([syntheticVm(c, n)], c.defaults)[0]!);
-  console.log(`N=${label(n).padEnd(3)} ensureVm of VM N+1 (${lines.length} element commands, 1 transaction) x${samples}: p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms;`
+  const sets = portElements(portGuards([syntheticVm(c, n)], c.defaults)[0]!).size;
+  console.log(`N=${label(n).padEnd(3)} ensureVm of VM N+1 (elements in ${sets} sets, 1 transaction) x${samples}: p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms;`
     + ` vm_ports = ${ports}`);
-  console.log(`        the same commands by hand, p50: without the 4 rl_* jump-map elements ${split.plain.toFixed(2)} ms,`
-    + ` the 4 jump-map elements alone ${split.jumps.toFixed(2)} ms`);
   await netnsDelete(c.dp);
   return r;
 }
@@ -293,7 +245,7 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
   }
   const real = vms.map((v, k) => vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge: c.bridge, mac: v.mac, address: `${v.addr}/64` }]));
   const recs = [...real, ...Array.from({ length: PPS_VMS - real.length }, (_, i) => syntheticVm(c, i))];
-  const text = renderLinear(c.table, portGuards(recs, c.defaults), c.defaults);
+  const text = renderGuardTable({ table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
   const load = async () => {
     await nftDeleteTable(c.dp, 'bridge', c.table);
     await nftApply(c.dp, text);

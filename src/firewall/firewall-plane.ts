@@ -2,12 +2,12 @@ import type { VmRecord } from '../core/vm/record.js';
 import { nftApply, nftList, type NftObject } from '../kernel/nft.js';
 import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
-import {
-  COUNTER_SETS, mergeElements, portElementCommands, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS,
-} from './guard-table.js';
+import { elementDelta, mergeElements, portElements, type ElementMap } from './guard-elements.js';
+import { classSet, parseClassSet } from './guard-names.js';
+import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS } from './guard-table.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 import { elementDiff, ruleCounts } from './kernel-view.js';
+import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
 // (docs/decisions/0017). A VM's guards go in before its port is attached
@@ -24,10 +24,12 @@ export interface FirewallPlaneOptions {
   defaults: GuardDefaults;
   /** nflog group of sampled guard drops. */
   guardLogGroup: number;
-  /** Host table settings; undefined = no host table (ipv6 firewall integration off). */
+  /** Host table settings; undefined = no host table. */
   host: Omit<HostTableInput, 'table'> | undefined;
   /** Ports that may talk to VMs without being VM ports (shard uplinks). */
   trustedPorts?: () => readonly string[];
+  /** Compare set contents on every n-th reconcile (listing 50k-element sets costs seconds); default 6. */
+  elementCheckEvery?: number;
   log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
 }
 
@@ -42,38 +44,23 @@ export interface FirewallStats {
 
 export class FirewallPlane implements NetworkPlane {
   readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0 };
-  /** Guards in the kernel, by VM id, as last written. */
-  private applied = new Map<string, PortGuard[]>();
-  private isolated = new Set<string>();
+  /** Each VM's guard elements as last written. */
+  private applied = new Map<string, ElementMap>();
+  /** Rate classes ("nd/1000") the kernel table has. */
   private classes = new Set<string>();
-  private chain: Promise<unknown> = Promise.resolve();
-  private structureOk = false;
   /** Every VM ensured and not removed: what a whole-table replace must carry. */
   private known = new Map<string, VmRecord>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private structureOk = false;
 
   constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {}
-
-  get guardTable(): string {
-    return this.opts.guardTable;
-  }
 
   async ensureVm(vm: VmRecord): Promise<void> {
     // Guards first: the port is never attached without them.
     await this.serial(async () => {
       this.known.set(vm.id, vm);
-      await this.ensureStructure([...this.known.values()]);
-      const want = portGuards([vm], this.opts.defaults);
-      const had = this.applied.get(vm.id);
-      if (had && JSON.stringify(had) === JSON.stringify(want)) return;
-      const lines = [
-        ...(had ? had.flatMap((p) => portElementCommands(this.opts.guardTable, 'delete', p)) : []),
-        ...this.classCommands(want),
-        ...want.flatMap((p) => portElementCommands(this.opts.guardTable, 'add', p)),
-      ];
-      await this.write(lines);
-      this.applied.set(vm.id, want);
-      this.stats.elementUpdates++;
-      await this.syncIsolation(vm);
+      await this.ensureStructure();
+      await this.writePort(vm);
     });
     await this.inner.ensureVm(vm);
   }
@@ -84,43 +71,39 @@ export class FirewallPlane implements NetworkPlane {
       this.known.delete(vm.id);
       const had = this.applied.get(vm.id);
       if (!had) return;
-      const lines = had.flatMap((p) => portElementCommands(this.opts.guardTable, 'delete', p));
-      if (this.isolated.has(vm.id)) lines.push(...isolationLines(this.opts.guardTable, 'delete', had));
+      this.applied.delete(vm.id);
       try {
-        await this.write(lines);
+        await this.write(elementDelta(this.opts.guardTable, had, new Map()));
       } catch (err) {
         // Someone removed some of them already: the next reconcile's diff finishes the job.
-        this.structureOk = false;
         this.opts.log.warn({ vm_id: vm.id, err: String(err) }, 'removing port guards failed; repaired by the next reconcile');
       }
-      this.applied.delete(vm.id);
-      this.isolated.delete(vm.id);
     });
   }
 
   async applyIsolation(vm: VmRecord): Promise<void> {
     await this.serial(async () => {
-      if (this.applied.has(vm.id)) this.applied.set(vm.id, portGuards([vm], this.opts.defaults));
-      await this.syncIsolation(vm);
+      if (this.known.has(vm.id)) this.known.set(vm.id, vm);
+      if (this.applied.has(vm.id)) await this.writePort(vm);
     });
     await this.inner.applyIsolation(vm);
   }
 
   async reconcile(vms: readonly VmRecord[]): Promise<void> {
     await this.serial(async () => {
+      const every = this.opts.elementCheckEvery ?? 6;
+      const fullCheck = this.stats.checks % every === 0;
       this.stats.checks++;
       this.known = new Map(vms.map((v) => [v.id, v]));
       this.structureOk = false;
-      await this.ensureStructure(vms);
-      await this.syncElements(vms);
+      const replaced = await this.ensureStructure();
+      if (fullCheck && !replaced) await this.syncElements();
+      else if (!fullCheck) await this.writeChangedPorts();
     });
     await this.inner.reconcile(vms);
   }
 
-  /**
-   * Leaves the tables in place (like the VMs and radvd): a stopped metald
-   * must not open the ports; the next one adopts them.
-   */
+  /** Leaves the tables in place (like the VMs and radvd): a stopped metald must not open the ports. */
   async release(): Promise<void> {
     const inner = this.inner as { release?: () => Promise<void> };
     if (inner.release) await inner.release();
@@ -135,102 +118,129 @@ export class FirewallPlane implements NetworkPlane {
     return this.opts.trustedPorts?.() ?? [];
   }
 
-  private classCommands(ports: readonly PortGuard[]): string[] {
+  private guards(vms: Iterable<VmRecord>): PortGuard[] {
+    return portGuards([...vms], this.opts.defaults);
+  }
+
+  /** One VM's elements: only what differs from what we wrote last (counters survive). */
+  private async writePort(vm: VmRecord): Promise<void> {
+    const ports = this.guards([vm]);
+    const want = portElementsOf(ports);
+    const lines = [...this.missingClasses(ports), ...elementDelta(this.opts.guardTable, this.applied.get(vm.id) ?? new Map(), want)];
+    if (lines.length === 0) return;
+    await this.write(lines);
+    this.applied.set(vm.id, want);
+    this.stats.elementUpdates++;
+  }
+
+  /** Between full element checks: rewrite VMs whose record changed (e.g. isolation) since we wrote them. */
+  private async writeChangedPorts(): Promise<void> {
+    for (const vm of this.known.values()) {
+      const had = this.applied.get(vm.id);
+      const want = portElementsOf(this.guards([vm]));
+      if (!had || !sameElements(had, want)) await this.writePort(vm);
+    }
+  }
+
+  private missingClasses(ports: readonly PortGuard[]): string[] {
     const out: string[] = [];
     for (const [k, r] of rateClasses(ports, this.opts.defaults.rates)) {
-      const key = `${k}/${r}`;
-      if (this.classes.has(key)) continue;
-      out.push(...rateClassCommands(this.opts.guardTable, k as RateKind, r));
-      this.classes.add(key);
+      if (this.classes.has(`${k}/${r}`)) continue;
+      out.push(...rateClassCommands(this.opts.guardTable, k, r));
+      this.classes.add(`${k}/${r}`);
     }
     return out;
   }
 
-  private async syncIsolation(vm: VmRecord): Promise<void> {
-    const guards = this.applied.get(vm.id) ?? [];
-    if (vm.isolated === this.isolated.has(vm.id) || guards.length === 0) return;
-    await this.write(isolationLines(this.opts.guardTable, vm.isolated ? 'add' : 'delete', guards));
-    if (vm.isolated) this.isolated.add(vm.id);
-    else this.isolated.delete(vm.id);
-  }
-
   /**
-   * Tables present with the rules we render (compared rule count per chain
-   * and the sets' declarations): otherwise replace them whole in one
-   * transaction. Cheap (`nft -t`: no set contents), so it runs on every check.
+   * Both tables present with the rules we render (rules per chain; a rate
+   * chain with one rule per class set): otherwise replace them whole in one
+   * transaction. Returns whether the guard table was replaced.
    */
-  private async ensureStructure(vms: readonly VmRecord[]): Promise<void> {
-    if (this.structureOk) return;
-    const want = this.render(vms);
-    const [guardOk, hostOk] = await Promise.all([
-      this.tableMatches('bridge', this.opts.guardTable, want),
-      this.opts.host ? this.tableMatches('ip6', this.opts.hostTable, want) : Promise.resolve(true),
-    ]);
+  private async ensureStructure(): Promise<boolean> {
+    if (this.structureOk) return false;
+    const vms = [...this.known.values()];
+    const text = this.render(vms);
+    const guard = await this.listTable('bridge', this.opts.guardTable);
+    const guardOk = guard !== undefined && this.guardMatches(guard, text);
+    const host = this.opts.host ? await this.listTable('ip6', this.opts.hostTable) : [];
+    const hostOk = host !== undefined && (!this.opts.host || sameCounts(ruleCounts(host), expectedCounts('ip6', this.opts.hostTable, text)));
     if (!guardOk || !hostOk) {
-      const replace = [
-        ...(guardOk ? [] : [`table bridge ${this.opts.guardTable} {}`, `delete table bridge ${this.opts.guardTable}`]),
-        ...(hostOk || !this.opts.host ? [] : [`table ip6 ${this.opts.hostTable} {}`, `delete table ip6 ${this.opts.hostTable}`]),
+      const script = [
+        ...(guardOk ? [] : [`table bridge ${this.opts.guardTable} {}`, `delete table bridge ${this.opts.guardTable}`, renderGuardTable(this.guardInput(vms))]),
+        ...(hostOk || !this.opts.host ? [] : [`table ip6 ${this.opts.hostTable} {}`, `delete table ip6 ${this.opts.hostTable}`, renderHostTable({ ...this.opts.host, table: this.opts.hostTable })]),
       ].join('\n');
-      const guard = guardOk ? '' : renderGuardTable(this.guardInput(vms));
-      const host = hostOk || !this.opts.host ? '' : renderHostTable({ ...this.opts.host, table: this.opts.hostTable });
-      await nftApply(this.opts.netns, `${replace}\n${guard}${host}`);
+      await nftApply(this.opts.netns, `${script}\n`);
       this.stats.writes++;
       if (this.stats.fullApplies > 0) {
         this.stats.driftRepairs++;
         this.opts.log.warn({ guard_table: !guardOk, host_table: !hostOk }, 'nftables drift repaired: table replaced');
       }
       this.stats.fullApplies++;
-      if (!guardOk) this.resetApplied(vms);
+    }
+    if (!guardOk) {
+      const ports = this.guards(vms);
+      this.applied = new Map(vms.map((v) => [v.id, portElementsOf(this.guards([v]))]));
+      this.classes = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
     }
     this.structureOk = true;
+    return !guardOk;
   }
 
-  private async tableMatches(family: string, table: string, wantText: string): Promise<boolean> {
-    let have: NftObject[];
+  private async listTable(family: string, table: string): Promise<NftObject[] | undefined> {
     try {
-      have = await nftList(this.opts.netns, ['table', family, table], { terse: true });
+      return await nftList(this.opts.netns, ['table', family, table], { terse: true });
     } catch (err) {
-      if (err instanceof Error && /No such file or directory/.test(err.message)) return false;
+      if (err instanceof Error && /No such file or directory/.test(err.message)) return undefined;
       throw err;
     }
-    return sameCounts(ruleCounts(have), expectedCounts(family, table, wantText));
   }
 
-  /** After a whole-table load everything rendered is in the kernel. */
-  private resetApplied(vms: readonly VmRecord[]): void {
-    this.applied = new Map(vms.map((v) => [v.id, portGuards([v], this.opts.defaults)]));
-    this.isolated = new Set(vms.filter((v) => v.isolated).map((v) => v.id));
-    this.classes = new Set(rateClasses([...this.applied.values()].flat(), this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
+  /** Fixed chains exactly as rendered; each rate chain has one rule per class set in the kernel. */
+  private guardMatches(have: readonly NftObject[], text: string): boolean {
+    const counts = ruleCounts(have);
+    const want = expectedCounts('bridge', this.opts.guardTable, text);
+    const kernelClasses = have.map((o) => (o['set'] as { name?: string } | undefined)?.name).map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined);
+    for (const [chain, n] of want) {
+      if (chain.startsWith('rate_')) {
+        if (counts.get(chain) !== kernelClasses.filter(([k]) => `rate_${k}` === chain).length) return false;
+      } else if (counts.get(chain) !== n) return false;
+    }
+    for (const chain of counts.keys()) if (!want.has(chain)) return false;
+    this.classes = new Set(kernelClasses.map(([k, r]) => `${k}/${r}`));
+    return true;
   }
 
-  /** Diff the static sets against the desired elements; write only the difference. */
-  private async syncElements(vms: readonly VmRecord[]): Promise<void> {
-    const ports = portGuards(vms, this.opts.defaults);
+  /** Diff the sets against the desired elements; write only the difference. */
+  private async syncElements(): Promise<void> {
+    const vms = [...this.known.values()];
+    const ports = this.guards(vms);
     const want = mergeElements(ports, this.trusted());
-    want.set('isolated', vms.filter((v) => v.isolated).flatMap((v) => v.nics.map((n) => JSON.stringify(n.hostDevice))));
-    const lines = [...this.classCommands(ports)];
-    for (const s of STATIC_SETS) {
-      const have = await nftList(this.opts.netns, [s.decl.includes(': verdict') ? 'map' : 'set', 'bridge', this.opts.guardTable, s.name]);
-      const { add, remove } = elementDiff(have, want.get(s.name) ?? []);
-      if (remove.length) lines.push(`delete element bridge ${this.opts.guardTable} ${s.name} { ${remove.join(', ')} }`);
-      if (add.length) lines.push(`add element bridge ${this.opts.guardTable} ${s.name} { ${add.join(', ')} }`);
+    const lines = [...this.missingClasses(ports)];
+    const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
+    for (const name of [...STATIC_SETS.map((s) => s.name), ...classSets]) {
+      const have = await nftList(this.opts.netns, ['set', 'bridge', this.opts.guardTable, name]);
+      const { add, remove } = elementDiff(have, want.get(name) ?? []);
+      if (remove.length) lines.push(`delete element bridge ${this.opts.guardTable} ${name} { ${remove.join(', ')} }`);
+      if (add.length) lines.push(`add element bridge ${this.opts.guardTable} ${name} { ${add.join(', ')} }`);
     }
-    // Counter sets are only pre-filled (never trimmed here: a deleted VM's counters go with its delete).
-    for (const s of COUNTER_SETS) {
-      const els = want.get(s.name) ?? [];
-      if (els.length) lines.push(`add element bridge ${this.opts.guardTable} ${s.name} { ${els.join(', ')} }`);
-    }
-    const changed = lines.some((l) => !l.startsWith(`add element bridge ${this.opts.guardTable} d_`) && !l.startsWith(`add element bridge ${this.opts.guardTable} c_`));
-    if (changed) {
+    if (lines.length > 0) {
+      // Counter sets are pre-filled again (an add of an existing element keeps its counter).
+      for (const s of COUNTER_SETS) {
+        const els = want.get(s.name) ?? [];
+        if (els.length) lines.push(`add element bridge ${this.opts.guardTable} ${s.name} { ${els.join(', ')} }`);
+      }
       await this.write(lines);
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
     }
-    this.resetApplied(vms);
+    this.applied = new Map(vms.map((v) => [v.id, portElementsOf(this.guards([v]))]));
   }
 
   private guardInput(vms: readonly VmRecord[]) {
-    return { table: this.opts.guardTable, ports: portGuards(vms, this.opts.defaults), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup };
+    return {
+      table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup,
+    };
   }
 
   private async write(lines: readonly string[]): Promise<void> {
@@ -246,11 +256,24 @@ export class FirewallPlane implements NetworkPlane {
   }
 }
 
-function isolationLines(table: string, verb: 'add' | 'delete', guards: readonly PortGuard[]): string[] {
-  return [`${verb} element bridge ${table} isolated { ${guards.map((p) => JSON.stringify(p.device)).join(', ')} }`];
+/** One VM's elements (its NICs merged). */
+function portElementsOf(ports: readonly PortGuard[]): ElementMap {
+  const m: ElementMap = new Map();
+  for (const p of ports) for (const [set, els] of portElements(p)) m.set(set, [...(m.get(set) ?? []), ...els]);
+  return m;
 }
 
-export function renderTables(opts: Pick<FirewallPlaneOptions, 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>, vms: readonly VmRecord[], trusted: readonly string[] = []): string {
+function sameElements(a: ElementMap, b: ElementMap): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if ((b.get(k) ?? []).join('\n') !== v.join('\n')) return false;
+  return true;
+}
+
+export function renderTables(
+  opts: Pick<FirewallPlaneOptions, 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,
+  vms: readonly VmRecord[],
+  trusted: readonly string[] = [],
+): string {
   const guard = renderGuardTable({
     table: opts.guardTable, ports: portGuards(vms, opts.defaults), trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup,
   });
@@ -275,9 +298,8 @@ function expectedCounts(family: string, table: string, text: string): Map<string
   return counts;
 }
 
-/** Every desired chain with its rules; extra chains only as rate classes left by deleted VMs. */
 function sameCounts(have: Map<string, number>, want: Map<string, number>): boolean {
+  if (have.size !== want.size) return false;
   for (const [k, v] of want) if (have.get(k) !== v) return false;
-  for (const k of have.keys()) if (!want.has(k) && !k.startsWith('rl_')) return false;
   return true;
 }

@@ -33,6 +33,8 @@ export interface PortGuard {
   nicId: string;
   bridge: string;
   mac: string;
+  /** IsolateVm: the port sends and receives nothing. */
+  isolated: boolean;
   raGuard: boolean;
   sourceGuard: boolean;
   /** Exact sources (and NA targets) the VM may use: its address, its SLAAC address, its link-local. */
@@ -109,6 +111,7 @@ export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults): PortG
     nicId: nic.id,
     bridge: nic.bridge,
     mac: nic.mac,
+    isolated: vm.isolated,
     raGuard: sec.enable_ra_guard ?? (d.raGuard && (bridge?.raGuard ?? true)),
     sourceGuard,
     sources128: uniqueSorted(sources128),

@@ -22,7 +22,7 @@ const B = vm('b', 'vpb', '52:54:00:00:00:0b', 'fd00:10::b/64');
 const C = vm('c', 'vpc', '52:54:00:00:00:0c', 'fd00:10::c/64');
 
 const plane = new FirewallPlane(new UnmanagedNetworkPlane(), {
-  netns: ns, guardTable: 'fwt_guard', hostTable: 'fwt_security', guardLogGroup: 2, log: memoryLog().log,
+  netns: ns, guardTable: 'fwt_guard', hostTable: 'fwt_security', guardLogGroup: 2, elementCheckEvery: 1, log: memoryLog().log,
   defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
     bridges: new Map([['br0', { raGuard: true, allowedRaSources: [], mldSnooping: true }]]) },
   host: { vmBridges: ['br0'], vmRanges: ['fd00:10::/48'], managementPrefixes: [], managementPorts: [22, 8080], allowedRaSources: [], ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1 },

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import type { VmRecord } from '../../src/core/vm/record.js';
-import { portElementCommands, rateClasses, renderGuardTable } from '../../src/firewall/guard-table.js';
+import { elementDelta, portElements } from '../../src/firewall/guard-elements.js';
+import { rateClasses, renderGuardTable } from '../../src/firewall/guard-table.js';
 import { renderHostTable } from '../../src/firewall/host-table.js';
 import { elementDiff, ruleCounts, textKey } from '../../src/firewall/kernel-view.js';
 import { eui64, portGuard, raSources, type GuardDefaults } from '../../src/firewall/port-guard.js';
@@ -93,13 +94,17 @@ test('guards come before any accept in the host forward chain (SPEC-NOTES 5)', (
   assert.ok(lastGuard < firstAccept || fwd[firstAccept]!.includes('established'));
 });
 
-test('adding a VM is a constant number of element commands, whatever else is loaded', () => {
-  const small = portElementCommands('t', 'add', portGuard(PLAIN_VM, PLAIN_VM.nics[0]!, DEFAULTS));
-  assert.ok(small.every((l) => l.startsWith('add element bridge t ')), 'elements only: no rule, chain or set');
-  assert.ok(small.length <= 30);
-  const del = portElementCommands('t', 'delete', portGuard(PLAIN_VM, PLAIN_VM.nics[0]!, DEFAULTS));
-  assert.equal(del.length, small.length);
-  assert.ok(del.every((l) => !l.includes(': jump')), 'map deletes name the key only');
+test('adding a VM is element adds only, a constant number; isolating it touches only the fast paths and the isolated set', () => {
+  const g = portGuard(PLAIN_VM, PLAIN_VM.nics[0]!, DEFAULTS);
+  const add = elementDelta('t', new Map(), portElements(g));
+  assert.ok(add.every((l) => l.startsWith('add element bridge t ')), 'elements only: no rule, chain, set or verdict-map jump');
+  assert.ok(add.length <= 40);
+  const iso = elementDelta('t', portElements(g), portElements({ ...g, isolated: true }));
+  assert.deepEqual(iso.map((l) => l.split(' ').slice(0, 5).join(' ')).sort(),
+    ['add element bridge t isolated', 'delete element bridge t fast', 'delete element bridge t rx_fast']);
+  const del = elementDelta('t', portElements(g), new Map());
+  assert.equal(del.length, add.length);
+  assert.ok(del.every((l) => l.startsWith('delete element bridge t ')));
 });
 
 test('rate classes: the defaults plus each distinct (kind, rate) once', () => {

@@ -1,0 +1,77 @@
+import { formatIpv6 } from '../core/net/ipv6.js';
+import { classSet, DROP_REASONS } from './guard-names.js';
+import { RATE_KINDS, type PortGuard } from './port-guard.js';
+
+// PURE: the set elements that carry one port's guards. The same text goes
+// into the whole-table render and into per-VM `add/delete element` updates.
+
+/** Set name -> its elements. */
+export type ElementMap = Map<string, string[]>;
+
+const q = (s: string) => JSON.stringify(s);
+const hex = (v: bigint, bits: number) => `0x${v.toString(16).padStart(bits / 4, '0')}`;
+
+export function portElements(p: PortGuard): ElementMap {
+  const d = q(p.device);
+  const m: ElementMap = new Map();
+  const put = (set: string, ...els: string[]) => {
+    let a = m.get(set);
+    if (!a) m.set(set, (a = []));
+    a.push(...els);
+  };
+  put('vm_ports', d);
+  put('known_ports', d);
+  put('port_mac', `${d} . ${p.mac}`);
+  put('port_lla', `${d} . 0x${p.mac.replaceAll(':', '')}`);
+  put('src128', ...p.sources128.map((a) => `${d} . ${formatIpv6(a)}`));
+  put('na128', ...p.sources128.map((a) => `${d} . ${hex(a, 128)}`));
+  put('src64', ...p.sources64.map((u) => `${d} . ${hex(u, 64)}`));
+  put('na64', ...p.sources64.map((u) => `${d} . ${hex(u, 64)}`));
+  put('ra_allowed', ...p.raSources.map((a) => `${d} . ${formatIpv6(a)}`));
+  if (p.isolated) put('isolated', d);
+  else {
+    // The fast paths (one lookup for port, MAC and exact source; one for delivery) skip isolated ports.
+    put('fast', ...p.sources128.map((a) => `${d} . ${p.mac} . ${formatIpv6(a)}`));
+    put('rx_fast', d);
+  }
+  if (p.raGuard) put('ra_guard', d);
+  if (p.sourceGuard) put('src_guard', d);
+  if (p.blockHopByHop) put(p.allowMldHopByHop ? 'block_hbh' : 'block_hbh_all', d);
+  if (p.blockRouting) put('block_rt', d);
+  if (p.blockFragment) put('block_frag', d);
+  if (p.blockDestinationOptions) put('block_dst', d);
+  for (const k of RATE_KINDS) put(classSet(k, p.rates[k]), d);
+  for (const r of DROP_REASONS) put(`d_${r}`, d);
+  put('c_tx', d);
+  put('c_rx', d);
+  return m;
+}
+
+/** All ports' elements per set (linear: each list is appended in place). */
+export function mergeElements(ports: readonly PortGuard[], trusted: readonly string[]): ElementMap {
+  const all: ElementMap = new Map();
+  const put = (set: string, els: readonly string[]) => {
+    let a = all.get(set);
+    if (!a) all.set(set, (a = []));
+    for (const e of els) a.push(e);
+  };
+  for (const p of ports) for (const [set, els] of portElements(p)) put(set, els);
+  put('known_ports', trusted.map(q));
+  return all;
+}
+
+/** Lines that take the kernel from `had` to `want` for one port: only elements that differ. */
+export function elementDelta(table: string, had: ElementMap, want: ElementMap): string[] {
+  const lines: string[] = [];
+  for (const [set, els] of had) {
+    const keep = new Set(want.get(set) ?? []);
+    const gone = els.filter((e) => !keep.has(e));
+    if (gone.length) lines.push(`delete element bridge ${table} ${set} { ${gone.join(', ')} }`);
+  }
+  for (const [set, els] of want) {
+    const have = new Set(had.get(set) ?? []);
+    const added = els.filter((e) => !have.has(e));
+    if (added.length) lines.push(`add element bridge ${table} ${set} { ${added.join(', ')} }`);
+  }
+  return lines;
+}
