@@ -18,9 +18,8 @@
 //    full ruleset at 10k VMs (the two real VMs + 9 998 synthetic) / with the
 //    table deleted: `iperf3 -u -b 0 -l 64 -t 3 -A 0,1`, with and without runs
 //    alternating side by side, medians. pps = frames delivered to VM b's port per
-//    second. Target: ratio >= 0.9. In every "with" run the c_tx/c_rx counter
-//    elements of the two ports must equal the frames sent/delivered (within 1 %),
-//    or the figure does not count.
+//    second. Target: ratio >= 0.9. In every "with" run the guards' fast-path rule
+//    counters must equal the frames sent/delivered (within 1 %), or the figure does not count.
 //
 // Needs root. Everything lives in namespaces made here (`mtdbench-fw-<hex>`,
 // `-a`, `-b`), deleted at the end, also on failure or Ctrl-C; the iperf3 server
@@ -86,11 +85,16 @@ async function loadTable(c: Ctx, text: string): Promise<{ ms: number; rssMiB: nu
   return { ms, rssMiB: kb / 1024 };
 }
 
-/** Per-port counters of a dynamic counter set (c_tx, c_rx, d_*). */
-async function counters(c: Ctx, set: string): Promise<Map<string, number>> {
-  const objs: NftObject[] = await nftList(c.dp, ['set', 'bridge', c.table, set]);
-  const body = objs.find((o) => 'set' in o)?.['set'] as { elem?: { elem?: { val?: string; counter?: { packets?: number } } }[] } | undefined;
-  return new Map((body?.elem ?? []).map((e) => [String(e.elem?.val), Number(e.elem?.counter?.packets ?? 0)]));
+/** Packets counted by the rule of `chain` with this comment. */
+async function ruleCounter(c: Ctx, chain: string, comment: string): Promise<number> {
+  const objs: NftObject[] = await nftList(c.dp, ['chain', 'bridge', c.table, chain]);
+  for (const o of objs) {
+    const rule = o['rule'] as { comment?: string; expr?: Record<string, unknown>[] } | undefined;
+    if (rule?.comment !== comment) continue;
+    const counter = rule.expr?.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
+    return Number(counter?.packets ?? 0);
+  }
+  return 0;
 }
 
 async function setSize(c: Ctx, set: string): Promise<number> {
@@ -276,15 +280,15 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
       const r = await iperf(c, A.ns, B.port, B.addr, secs);
       let note = '';
       if (withRules) {
-        // c_tx counts every frame the sender's port took through the guards' fast path
-        // (plus the iperf3 control connection); c_rx every frame delivered to b's port.
-        const tx = (await counters(c, 'c_tx')).get(A.port) ?? 0;
-        const rx = (await counters(c, 'c_rx')).get(B.port) ?? 0;
+        // The fast-path rules count every frame a VM port sent through the guards (fast_in)
+        // and every frame delivered to a VM port (fast_out); the table is new for each run.
+        const tx = await ruleCounter(c, 'prerouting', 'fast_in');
+        const rx = await ruleCounter(c, 'forward', 'fast_out');
         // Within 1 % (+100 for iperf3's control connection, ND and the bridge's own MLD/ND frames).
         const near = (a: number, b: number) => Math.abs(a - b) <= b * 0.01 + 100;
         const ok = near(tx, r.sent) && near(rx, r.delivered);
         if (!ok) res.verified = false;
-        note = ` | guards: c_tx[${A.port}] ${(tx / r.sent).toFixed(3)} x sent, c_rx[${B.port}] ${(rx / r.delivered).toFixed(3)} x delivered${ok ? '' : ` NOT VERIFIED (c_tx ${tx}, c_rx ${rx})`}`;
+        note = ` | guards: fast_in ${(tx / r.sent).toFixed(3)} x sent, fast_out ${(rx / r.delivered).toFixed(3)} x delivered${ok ? '' : ` NOT VERIFIED (fast_in ${tx}, fast_out ${rx})`}`;
       }
       (withRules ? res.with : res.without).push(r.pps);
       console.log(`pps run ${i + 1} ${withRules ? 'with   ' : 'without'}: ${(r.pps / 1000).toFixed(1)}k pps delivered (sent ${r.sent}, delivered ${r.delivered},`

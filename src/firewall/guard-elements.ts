@@ -31,7 +31,8 @@ export function portElements(p: PortGuard): ElementMap {
   if (p.isolated) put('isolated', d);
   else {
     // The fast paths (one lookup for port, MAC and exact source; one for delivery) skip isolated ports.
-    put('fast', ...p.sources128.map((a) => `${d} . ${p.mac} . ${formatIpv6(a)}`));
+    // The next header is part of the key: TCP and UDP only, so a packet with an extension header takes the full checks.
+    put('fast', ...p.sources128.flatMap((a) => ['tcp', 'udp'].map((proto) => `${d} . ${p.mac} . ${formatIpv6(a)} . ${proto}`)));
     put('rx_fast', d);
   }
   if (p.raGuard) put('ra_guard', d);
@@ -42,8 +43,6 @@ export function portElements(p: PortGuard): ElementMap {
   if (p.blockDestinationOptions) put('block_dst', d);
   for (const k of RATE_KINDS) put(classSet(k, p.rates[k]), d);
   for (const r of DROP_REASONS) put(`d_${r}`, d);
-  put('c_tx', d);
-  put('c_rx', d);
   return m;
 }
 

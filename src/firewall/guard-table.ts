@@ -36,7 +36,7 @@ const counterSet = (name: string): SetDecl => ({ name, decl: `type ifname; size 
 export const STATIC_SETS: readonly SetDecl[] = [
   ifSet('vm_ports'),
   ifSet('known_ports'),
-  { name: 'fast', decl: `type ifname . ether_addr . ipv6_addr; size ${ADDR_SET_SIZE};` },
+  { name: 'fast', decl: `type ifname . ether_addr . ipv6_addr . inet_proto; size ${ADDR_SET_SIZE};` },
   ifSet('rx_fast'),
   { name: 'port_mac', decl: `type ifname . ether_addr; size ${PORT_SET_SIZE};` },
   { name: 'port_lla', decl: `typeof iifname . @th,208,48; size ${PORT_SET_SIZE};` },
@@ -56,7 +56,7 @@ export const STATIC_SETS: readonly SetDecl[] = [
 ];
 
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
-export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => counterSet(`d_${r}`)), counterSet('c_tx'), counterSet('c_rx')];
+export const COUNTER_SETS: readonly SetDecl[] = DROP_REASONS.map((r) => counterSet(`d_${r}`));
 
 /** Drops go through one chain per reason: count per port, log a sample, drop (matches are evaluated once). */
 const drop = (reason: DropReason, key: 'iifname' | 'oifname' = 'iifname') => `jump drop_${reason}${key === 'oifname' ? '_out' : ''}`;
@@ -81,17 +81,23 @@ function chains(): string[][] {
   return [
     ['prerouting', 'type filter hook prerouting priority -200; policy accept;',
       // Fast path: unicast TCP/UDP, no extension header, not a DHCPv6 server, from the port's MAC and an exact address.
-      'ip6 nexthdr { tcp, udp } th sport != 547 ip6 daddr != ff00::/8 iifname . ether saddr . ip6 saddr @fast update @c_tx { iifname } accept',
+      // Per-VM packet and byte counts come from the ports' link statistics, not from here (no per-packet set update).
+      'th sport != 547 ip6 daddr != ff00::/8 iifname . ether saddr . ip6 saddr . ip6 nexthdr @fast counter accept comment "fast_in"',
       'iifname @vm_ports jump vm_in'],
+    // What a VM receives is guarded where it is sent to the port: `forward` for frames from other
+    // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
+    // Fast path: non-ICMP from a known port to a port that is not isolated.
+    ['forward', 'type filter hook forward priority -200; policy accept;',
+      'meta l4proto != ipv6-icmp oifname @rx_fast iifname @known_ports counter accept comment "fast_out"',
+      'oifname @vm_ports jump vm_out_forwarded'],
+    ['output', 'type filter hook output priority -200; policy accept;', 'oifname @vm_ports jump vm_out'],
     // Fail closed: a port metald does not know (on any bridge in this table's reach) never reaches a VM.
     // SPEC-NOTES 1: RAs forwarded to a VM come only from its allowed routers' link-local addresses;
-    // the bridge's own RAs (metald's radvd) are sent by the host and never pass this hook.
-    ['forward', 'type filter hook forward priority -200; policy accept;',
-      'oifname @vm_ports iifname != @known_ports counter drop comment "unknown_port"',
-      `icmpv6 type nd-router-advert oifname @ra_guard oifname . ip6 saddr != @ra_allowed ${drop('ra_guard', 'oifname')}`],
-    ['postrouting', 'type filter hook postrouting priority -200; policy accept;',
-      'ip6 nexthdr { tcp, udp } oifname @rx_fast update @c_rx { oifname } accept',
-      'oifname @vm_ports jump vm_out'],
+    // the bridge's own RAs (metald's radvd) are sent by the host and take the output hook.
+    ['vm_out_forwarded',
+      'iifname != @known_ports counter drop comment "unknown_port"',
+      `icmpv6 type nd-router-advert oifname @ra_guard oifname . ip6 saddr != @ra_allowed ${drop('ra_guard', 'oifname')}`,
+      'jump vm_out'],
     ['vm_in',
       'iifname @isolated counter drop comment "isolated"',
       `ether type vlan ${drop('vlan_tag')}`,
@@ -114,8 +120,7 @@ function chains(): string[][] {
       `iifname @src_guard icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } jump nd_check`,
       `icmpv6 type { ${ND} } jump rate_nd`,
       `icmpv6 type != { ${ND} } jump rate_icmp`,
-      'meta l4proto != ipv6-icmp ip6 daddr ff00::/8 jump rate_mcast',
-      'update @c_tx { iifname }'],
+      'meta l4proto != ipv6-icmp ip6 daddr ff00::/8 jump rate_mcast'],
     ['first_fragment', '@th,0,64 0-0xffffffffffffffff return', drop('ext_header')],
     ['hbh_mld_only',
       `meta l4proto != ipv6-icmp ${drop('ext_header')}`,
@@ -148,8 +153,7 @@ function chains(): string[][] {
     ['na_target', 'iifname . @th,64,128 @na128 return', 'iifname . @th,64,64 @na64 return', drop('nd_spoof')],
     ['vm_out',
       'oifname @isolated counter drop comment "isolated"',
-      'icmpv6 type nd-router-advert jump rate_ra',
-      'update @c_rx { oifname }'],
+      'icmpv6 type nd-router-advert jump rate_ra'],
   ];
 }
 

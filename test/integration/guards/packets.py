@@ -11,7 +11,7 @@ import json, socket, sys, time
 from scapy.all import (Ether, Dot1Q, Dot1AD, IPv6, ICMPv6EchoRequest, ICMPv6ND_RA, ICMPv6ND_NS, ICMPv6ND_NA,
                        ICMPv6ND_Redirect, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptDstLLAddr,
                        ICMPv6PacketTooBig, IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting,
-                       IPv6ExtHdrFragment, UDP, Raw, fragment6, in6_getnsmac, sniff, sendp, conf)
+                       IPv6ExtHdrFragment, UDP, TCP, Raw, fragment6, in6_getnsmac, sniff, sendp, conf)
 from socket import inet_pton, AF_INET6
 from scapy.layers.dhcp6 import DHCP6_Reply, DHCP6OptServerId, DHCP6OptClientId
 
@@ -54,6 +54,9 @@ def frames(name, fl, mac, ip, vmac, vip, gw):
                 ICMPv6ND_NS(tgt=vip) / ICMPv6NDOptSrcLLAddr(lladdr="52:54:00:de:ad:02")]
     if name == "redirect":
         return [e / six(src=ll, hlim=255) / ICMPv6ND_Redirect(tgt=ll, dst="2001:db8::1")]
+    if name == "spoof-tcp": return [e / six(src="fd00:77::99") / TCP(sport=40000, dport=80, flags="S")]
+    if name == "dhcpv6-reply-unicast":  # from the VM's own global address: must not ride the fast path
+        return [e / six() / UDP(sport=547, dport=546) / DHCP6_Reply(trid=2) / DHCP6OptServerId() / DHCP6OptClientId()]
     if name == "dhcpv6-reply":
         return [em / six(src=ll, dst="ff02::1") / UDP(sport=547, dport=546) / DHCP6_Reply(trid=1) / DHCP6OptServerId() / DHCP6OptClientId()]
     if name == "rh0": return [e / six() / IPv6ExtHdrRouting(type=0, addresses=["fd00:77::1"]) / echo]
