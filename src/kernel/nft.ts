@@ -31,7 +31,7 @@ export type NftObject = Record<string, unknown>;
 
 /** `nft -j [-t] list <what...>` as the array under "nftables", metainfo dropped. */
 export async function nftList(netns: string | undefined, what: readonly string[], opts: { terse?: boolean } = {}): Promise<NftObject[]> {
-  if (what[1] !== undefined && FAMILIES.has(what[1])) assertTableName(what[2] ?? '');
+  if (what.length >= 3 && FAMILIES.has(what[1]!)) assertTableName(what[2]!);
   const [file, argv] = nftArgv(netns, ['-j', ...(opts.terse ? ['-t'] : []), 'list', ...what]);
   const out = await run(file, argv, { timeoutMs: 120_000 });
   // 64-bit integers would lose precision as JSON numbers: quote long digit runs first.

@@ -80,3 +80,21 @@ test('isolation is an element of the isolated set, added and lifted', async () =
   await plane.applyIsolation({ ...A, isolated: false });
   assert.deepEqual(await elements('isolated'), []);
 });
+
+test('between full checks (every 6th pass) a cheap check still finds a deleted table or chain', async () => {
+  const cheap = new FirewallPlane(new UnmanagedNetworkPlane(), {
+    netns: ns, guardTable: 'fwc_guard', hostTable: 'fwc_security', guardLogGroup: 2, log: memoryLog().log,
+    defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
+      bridges: new Map([['br0', { raGuard: true, allowedRaSources: [], mldSnooping: true }]]) },
+    host: undefined,
+  });
+  await cheap.reconcile([A]);
+  const writes = cheap.stats.writes;
+  await cheap.reconcile([A]);
+  assert.equal(cheap.stats.writes, writes, 'a cheap no-op check writes nothing');
+  nft('delete table bridge fwc_guard\n');
+  await cheap.reconcile([A]);
+  assert.ok((await nftList(ns, ['set', 'bridge', 'fwc_guard', 'vm_ports'])).length > 0, 'table restored');
+  assert.equal(cheap.stats.driftRepairs, 1);
+  nft('delete table bridge fwc_guard\n');
+});
