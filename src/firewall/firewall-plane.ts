@@ -59,7 +59,7 @@ export class FirewallPlane implements NetworkPlane {
     // Guards first: the port is never attached without them.
     await this.serial(async () => {
       this.known.set(vm.id, vm);
-      await this.ensureStructure();
+      await this.ensureStructure(false);
       await this.writePort(vm);
     });
     await this.inner.ensureVm(vm);
