@@ -123,7 +123,7 @@ async function updateCost(c: Ctx, levels: readonly number[], samples: number, fu
     const recs = Array.from({ length: n }, (_, i) => syntheticVm(c, i));
     const ports = portGuards(recs, c.defaults);
     let t = performance.now();
-    const real = renderGuardTable({ table: c.table, ports, trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
+    const real = renderGuardTable({ family: 'bridge', table: c.table, ports, trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
     const realMs = performance.now() - t;
     await nftDeleteTable(c.dp, 'bridge', c.table);
     await nftApply(c.dp, real);
@@ -170,7 +170,7 @@ async function setupLevel(c0: Ctx, n: number, opts: FirewallPlaneOptions): Promi
   await netnsAdd(c.dp);
   const recs = Array.from({ length: n }, (_, i) => syntheticVm(c, i));
   let t = performance.now();
-  const text = renderGuardTable({ table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
+  const text = renderGuardTable({ family: 'bridge', table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
   const renderMs = performance.now() - t;
   const load = await loadTable(c, text);
   const elements = text.split(', ').length + text.split(' elements = {').length - 2;
@@ -249,7 +249,7 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
   }
   const real = vms.map((v, k) => vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge: c.bridge, mac: v.mac, address: `${v.addr}/64` }]));
   const recs = [...real, ...Array.from({ length: PPS_VMS - real.length }, (_, i) => syntheticVm(c, i))];
-  const text = renderGuardTable({ table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
+  const text = renderGuardTable({ family: 'bridge', table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
   const load = async () => {
     await nftDeleteTable(c.dp, 'bridge', c.table);
     await nftApply(c.dp, text);

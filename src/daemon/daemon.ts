@@ -21,7 +21,7 @@ import { BridgeNetworkPlane } from '../network/bridge-plane.js';
 import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
 import { RadvdPlane } from '../network/radvd-plane.js';
 import { FirewallPlane } from '../firewall/firewall-plane.js';
-import { firewallOptions } from './firewall-from-config.js';
+import { firewallOptions, routedFirewallOptions } from './firewall-from-config.js';
 import { radvdSettings } from './render.js';
 import { RoutedNetworkPlane } from '../network/routed-plane.js';
 import { AttachmentSplitPlane } from '../network/split-plane.js';
@@ -175,7 +175,9 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
   const r = radvdSettings(cfg);
   const radvd = new RadvdPlane(inner, supervisor, r.bridges, r.options, log);
   if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
-  return new FirewallPlane(radvd, { ...firewallOptions(cfg), log, trustedPorts: () => plane.possibleUplinkPorts() });
+  // Routed NICs are not bridge ports: their guards live in an ip6 table (decision 0017).
+  const guarded = routed.length === 0 ? radvd : new FirewallPlane(radvd, { ...routedFirewallOptions(cfg), log });
+  return new FirewallPlane(guarded, { ...firewallOptions(cfg), log, trustedPorts: () => plane.possibleUplinkPorts() });
 }
 
 function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {

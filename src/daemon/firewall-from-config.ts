@@ -20,13 +20,21 @@ export function guardDefaults(cfg: MetaldConfig): GuardDefaults {
     sourceGuard: s.enable_source_guard,
     extensionHeaderFiltering: s.enable_extension_header_filtering,
     rates: { nd: s.global_nd_rate_limit, icmp: s.global_icmpv6_rate_limit, mcast: s.global_multicast_rate_limit, ra: DEFAULT_RA_RATE },
-    bridges: new Map(allBridges(cfg).map((b) => [b.name, { raGuard: b.enable_ra_guard, allowedRaSources: b.allowed_ra_sources, mldSnooping: b.enable_mld_snooping }])),
+    bridges: new Map(allBridges(cfg).map((b) => [b.name, {
+      routed: b.mode === 'routed', raGuard: b.enable_ra_guard, allowedRaSources: b.allowed_ra_sources, mldSnooping: b.enable_mld_snooping,
+    }])),
   };
 }
 
-export function tableNames(cfg: MetaldConfig): { guardTable: string; hostTable: string } {
+export function tableNames(cfg: MetaldConfig): { guardTable: string; hostTable: string; routedTable: string } {
   // The guide's name for the default instance; every other instance gets its own (issue 4 item 9).
-  return { guardTable: `${cfg.instance_name}_guard`, hostTable: `${cfg.instance_name}_security` };
+  return { guardTable: `${cfg.instance_name}_guard`, hostTable: `${cfg.instance_name}_security`, routedTable: `${cfg.instance_name}_routed` };
+}
+
+/** The guards of routed NICs: the same checks in an ip6 table; the host table belongs to the bridge plane. */
+export function routedFirewallOptions(cfg: MetaldConfig): Omit<FirewallPlaneOptions, 'log' | 'trustedPorts'> {
+  const t = tableNames(cfg);
+  return { ...firewallOptions(cfg), family: 'ip6', guardTable: t.routedTable, host: undefined };
 }
 
 export function firewallOptions(cfg: MetaldConfig): Omit<FirewallPlaneOptions, 'log' | 'trustedPorts'> {
@@ -35,7 +43,8 @@ export function firewallOptions(cfg: MetaldConfig): Omit<FirewallPlaneOptions, '
   const isLinkLocal = (a: string) => /^fe[89ab]/i.test(a);
   return {
     netns: cfg.dataplane.netns,
-    ...tableNames(cfg),
+    guardTable: tableNames(cfg).guardTable,
+    hostTable: tableNames(cfg).hostTable,
     defaults: guardDefaults(cfg),
     guardLogGroup: GUARD_LOG_GROUP,
     host: {

@@ -3,7 +3,7 @@ import type { VmRecord } from '../core/vm/record.js';
 import { renderTables } from '../firewall/firewall-plane.js';
 import { radvdInput, type RadvdBridge, type RadvdOptions } from '../network/radvd/input.js';
 import { radvdInputIsEmpty, renderRadvdConf } from '../network/radvd/render.js';
-import { firewallOptions } from './firewall-from-config.js';
+import { firewallOptions, routedFirewallOptions } from './firewall-from-config.js';
 
 // `metald render`: what metald would load for a config, without touching the
 // kernel — the same pure renderers the daemon applies.
@@ -17,7 +17,10 @@ export function radvdSettings(cfg: MetaldConfig): { bridges: RadvdBridge[]; opti
 
 export function renderAll(cfg: MetaldConfig, vms: readonly VmRecord[] = []): { nft: string; radvd: string } {
   const managed = cfg.ipv6.enabled && allBridges(cfg).length > 0;
-  const nft = managed && cfg.ipv6.security.enable_firewall_integration ? renderTables(firewallOptions(cfg), vms) : '';
+  const routed = allBridges(cfg).some((b) => b.mode === 'routed');
+  const nft = managed && cfg.ipv6.security.enable_firewall_integration
+    ? renderTables(firewallOptions(cfg), vms) + (routed ? renderTables(routedFirewallOptions(cfg), vms) : '')
+    : '';
   const r = radvdSettings(cfg);
   const input = radvdInput(r.bridges, vms, r.options);
   return { nft, radvd: managed && !radvdInputIsEmpty(input) ? renderRadvdConf(input) : '' };

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
 import { elementDelta, mergeElements, portElements, type ElementMap } from './guard-elements.js';
 import { classSet, parseClassSet } from './guard-names.js';
-import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS } from './guard-table.js';
+import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
 import { elementDiff, ruleCounts } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
@@ -19,6 +19,8 @@ import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from '.
 
 export interface FirewallPlaneOptions {
   netns: string | undefined;
+  /** `bridge` guards bridged NICs, `ip6` routed ones (each plane only the NICs of its kind). Default bridge. */
+  family?: GuardFamily;
   guardTable: string;
   hostTable: string;
   defaults: GuardDefaults;
@@ -46,6 +48,8 @@ export class FirewallPlane implements NetworkPlane {
   readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0 };
   /** Each VM's guard elements as last written. */
   private applied = new Map<string, ElementMap>();
+  /** Each VM's elements in the host table (its routed devices in vm_bridges), when this plane owns it. */
+  private appliedHost = new Map<string, ElementMap>();
   /** Rate classes ("nd/1000") the kernel table has. */
   private classes = new Set<string>();
   /** Every VM ensured and not removed: what a whole-table replace must carry. */
@@ -53,7 +57,14 @@ export class FirewallPlane implements NetworkPlane {
   private chain: Promise<unknown> = Promise.resolve();
   private structureOk = false;
 
-  constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {}
+  private readonly family: GuardFamily;
+  /** "<family> <table>" as nft commands name the guard table. */
+  private readonly ref: string;
+
+  constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {
+    this.family = opts.family ?? 'bridge';
+    this.ref = `${this.family} ${opts.guardTable}`;
+  }
 
   async ensureVm(vm: VmRecord): Promise<void> {
     // Guards first: the port is never attached without them.
@@ -70,10 +81,12 @@ export class FirewallPlane implements NetworkPlane {
     await this.serial(async () => {
       this.known.delete(vm.id);
       const had = this.applied.get(vm.id);
-      if (!had) return;
+      const hadHost = this.appliedHost.get(vm.id);
+      if (!had && !hadHost) return;
       this.applied.delete(vm.id);
+      this.appliedHost.delete(vm.id);
       try {
-        await this.write(elementDelta(this.opts.guardTable, had, new Map()));
+        await this.write([...elementDelta(this.ref, had ?? new Map(), new Map()), ...elementDelta(this.hostRef(), hadHost ?? new Map(), new Map())]);
       } catch (err) {
         // Someone removed some of them already: the next reconcile's diff finishes the job.
         this.opts.log.warn({ vm_id: vm.id, err: String(err) }, 'removing port guards failed; repaired by the next reconcile');
@@ -84,7 +97,7 @@ export class FirewallPlane implements NetworkPlane {
   async applyIsolation(vm: VmRecord): Promise<void> {
     await this.serial(async () => {
       if (this.known.has(vm.id)) this.known.set(vm.id, vm);
-      if (this.applied.has(vm.id)) await this.writePort(vm);
+      if (this.applied.has(vm.id) || this.appliedHost.has(vm.id)) await this.writePort(vm);
     });
     await this.inner.applyIsolation(vm);
   }
@@ -109,7 +122,7 @@ export class FirewallPlane implements NetworkPlane {
     if (inner.release) await inner.release();
   }
 
-  /** The tables metald would load for these VMs (for `metald render`). */
+  /** The tables this plane loads for these VMs. */
   render(vms: readonly VmRecord[]): string {
     return renderTables(this.opts, vms, this.trusted());
   }
@@ -118,18 +131,40 @@ export class FirewallPlane implements NetworkPlane {
     return this.opts.trustedPorts?.() ?? [];
   }
 
+  private hostRef(): string {
+    return `ip6 ${this.opts.hostTable}`;
+  }
+
+  /** Routed host devices are VM-facing interfaces of the host table (only for the plane that owns it). */
+  private hostElements(vms: readonly VmRecord[]): ElementMap {
+    if (!this.opts.host) return new Map();
+    const devices = portGuards(vms, this.opts.defaults).filter((p) => p.routed).map((p) => JSON.stringify(p.device));
+    return devices.length ? new Map([['vm_bridges', devices]]) : new Map();
+  }
+
+  private routedDevices(vms: readonly VmRecord[]): string[] {
+    return portGuards(vms, this.opts.defaults).filter((p) => p.routed).map((p) => p.device);
+  }
+
   private guards(vms: Iterable<VmRecord>): PortGuard[] {
-    return portGuards([...vms], this.opts.defaults);
+    const routed = this.family === 'ip6';
+    return portGuards([...vms], this.opts.defaults).filter((p) => p.routed === routed);
   }
 
   /** One VM's elements: only what differs from what we wrote last (counters survive). */
   private async writePort(vm: VmRecord): Promise<void> {
     const ports = this.guards([vm]);
     const want = portElementsOf(ports);
-    const lines = [...this.missingClasses(ports), ...elementDelta(this.opts.guardTable, this.applied.get(vm.id) ?? new Map(), want)];
+    const wantHost = this.hostElements([vm]);
+    const lines = [
+      ...this.missingClasses(ports),
+      ...elementDelta(this.ref, this.applied.get(vm.id) ?? new Map(), want),
+      ...elementDelta(this.hostRef(), this.appliedHost.get(vm.id) ?? new Map(), wantHost),
+    ];
     if (lines.length === 0) return;
     await this.write(lines);
     this.applied.set(vm.id, want);
+    this.appliedHost.set(vm.id, wantHost);
     this.stats.elementUpdates++;
   }
 
@@ -146,7 +181,7 @@ export class FirewallPlane implements NetworkPlane {
     const out: string[] = [];
     for (const [k, r] of rateClasses(ports, this.opts.defaults.rates)) {
       if (this.classes.has(`${k}/${r}`)) continue;
-      out.push(...rateClassCommands(this.opts.guardTable, k, r));
+      out.push(...rateClassCommands(this.ref, k, r));
       this.classes.add(`${k}/${r}`);
     }
     return out;
@@ -167,18 +202,18 @@ export class FirewallPlane implements NetworkPlane {
     let guardOk: boolean;
     let hostOk: boolean;
     if (full) {
-      const guard = await this.listTable('bridge', this.opts.guardTable);
+      const guard = await this.listTable(this.family, this.opts.guardTable);
       guardOk = guard !== undefined && this.guardMatches(guard, text);
       const host = this.opts.host ? await this.listTable('ip6', this.opts.hostTable) : [];
       hostOk = host !== undefined && (!this.opts.host || sameCounts(ruleCounts(host), expectedCounts('ip6', this.opts.hostTable, text)));
     } else {
-      guardOk = await this.namesMatch('bridge', this.opts.guardTable, text);
+      guardOk = await this.namesMatch(this.family, this.opts.guardTable, text);
       hostOk = !this.opts.host || (await this.namesMatch('ip6', this.opts.hostTable, text));
     }
     if (!guardOk || !hostOk) {
       const script = [
-        ...(guardOk ? [] : [`table bridge ${this.opts.guardTable} {}`, `delete table bridge ${this.opts.guardTable}`, renderGuardTable(this.guardInput(vms))]),
-        ...(hostOk || !this.opts.host ? [] : [`table ip6 ${this.opts.hostTable} {}`, `delete table ip6 ${this.opts.hostTable}`, renderHostTable({ ...this.opts.host, table: this.opts.hostTable })]),
+        ...(guardOk ? [] : [`table ${this.ref} {}`, `delete table ${this.ref}`, renderGuardTable(this.guardInput(vms))]),
+        ...(hostOk || !this.opts.host ? [] : [`table ${this.hostRef()} {}`, `delete table ${this.hostRef()}`, renderHostTable({ ...this.opts.host, table: this.opts.hostTable, routedDevices: this.routedDevices(vms) })]),
       ].join('\n');
       await nftApply(this.opts.netns, `${script}\n`);
       this.stats.writes++;
@@ -188,6 +223,7 @@ export class FirewallPlane implements NetworkPlane {
       }
       this.stats.fullApplies++;
     }
+    if (!hostOk) this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
     if (!guardOk) {
       const ports = this.guards(vms);
       this.applied = new Map(vms.map((v) => [v.id, portElementsOf(this.guards([v]))]));
@@ -227,7 +263,7 @@ export class FirewallPlane implements NetworkPlane {
   /** Fixed chains exactly as rendered; each rate chain has one rule per class set in the kernel. */
   private guardMatches(have: readonly NftObject[], text: string): boolean {
     const counts = ruleCounts(have);
-    const want = expectedCounts('bridge', this.opts.guardTable, text);
+    const want = expectedCounts(this.family, this.opts.guardTable, text);
     const kernelClasses = have.map((o) => (o['set'] as { name?: string } | undefined)?.name).map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined);
     for (const [chain, n] of want) {
       if (chain.startsWith('rate_')) {
@@ -247,16 +283,24 @@ export class FirewallPlane implements NetworkPlane {
     const lines = [...this.missingClasses(ports)];
     const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
     for (const name of [...STATIC_SETS.map((s) => s.name), ...classSets]) {
-      const have = await nftList(this.opts.netns, ['set', 'bridge', this.opts.guardTable, name]);
+      const have = await nftList(this.opts.netns, ['set', this.family, this.opts.guardTable, name]);
       const { add, remove } = elementDiff(have, want.get(name) ?? []);
-      if (remove.length) lines.push(`delete element bridge ${this.opts.guardTable} ${name} { ${remove.join(', ')} }`);
-      if (add.length) lines.push(`add element bridge ${this.opts.guardTable} ${name} { ${add.join(', ')} }`);
+      if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
+      if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
+    }
+    if (this.opts.host) {
+      const have = await nftList(this.opts.netns, ['set', 'ip6', this.opts.hostTable, 'vm_bridges']);
+      const wantHost = [...this.opts.host.vmBridges, ...this.routedDevices(vms)].map((d) => JSON.stringify(d));
+      const { add, remove } = elementDiff(have, wantHost);
+      if (remove.length) lines.push(`delete element ${this.hostRef()} vm_bridges { ${remove.join(', ')} }`);
+      if (add.length) lines.push(`add element ${this.hostRef()} vm_bridges { ${add.join(', ')} }`);
+      this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
     }
     if (lines.length > 0) {
       // Counter sets are pre-filled again (an add of an existing element keeps its counter).
       for (const s of COUNTER_SETS) {
         const els = want.get(s.name) ?? [];
-        if (els.length) lines.push(`add element bridge ${this.opts.guardTable} ${s.name} { ${els.join(', ')} }`);
+        if (els.length) lines.push(`add element ${this.ref} ${s.name} { ${els.join(', ')} }`);
       }
       await this.write(lines);
       this.stats.driftRepairs++;
@@ -267,7 +311,7 @@ export class FirewallPlane implements NetworkPlane {
 
   private guardInput(vms: readonly VmRecord[]) {
     return {
-      table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup,
+      family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup,
     };
   }
 
@@ -298,14 +342,17 @@ function sameElements(a: ElementMap, b: ElementMap): boolean {
 }
 
 export function renderTables(
-  opts: Pick<FirewallPlaneOptions, 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,
+  opts: Pick<FirewallPlaneOptions, 'family' | 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,
   vms: readonly VmRecord[],
   trusted: readonly string[] = [],
 ): string {
+  const family = opts.family ?? 'bridge';
+  const ports = portGuards(vms, opts.defaults).filter((p) => p.routed === (family === 'ip6'));
   const guard = renderGuardTable({
-    table: opts.guardTable, ports: portGuards(vms, opts.defaults), trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup,
+    family, table: opts.guardTable, ports, trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup,
   });
-  return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable })}` : guard;
+  const routed = portGuards(vms, opts.defaults).filter((p) => p.routed).map((p) => p.device);
+  return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable, routedDevices: routed })}` : guard;
 }
 
 /** Rules per chain as rendered, from the rendered text of one table. */

@@ -59,18 +59,18 @@ export function mergeElements(ports: readonly PortGuard[], trusted: readonly str
   return all;
 }
 
-/** Lines that take the kernel from `had` to `want` for one port: only elements that differ. */
-export function elementDelta(table: string, had: ElementMap, want: ElementMap): string[] {
+/** Lines that take the kernel from `had` to `want` for one port: only elements that differ. `ref` is "<family> <table>". */
+export function elementDelta(ref: string, had: ElementMap, want: ElementMap): string[] {
   const lines: string[] = [];
   for (const [set, els] of had) {
     const keep = new Set(want.get(set) ?? []);
     const gone = els.filter((e) => !keep.has(e));
-    if (gone.length) lines.push(`delete element bridge ${table} ${set} { ${gone.join(', ')} }`);
+    if (gone.length) lines.push(`delete element ${ref} ${set} { ${gone.join(', ')} }`);
   }
   for (const [set, els] of want) {
     const have = new Set(had.get(set) ?? []);
     const added = els.filter((e) => !have.has(e));
-    if (added.length) lines.push(`add element bridge ${table} ${set} { ${added.join(', ')} }`);
+    if (added.length) lines.push(`add element ${ref} ${set} { ${added.join(', ')} }`);
   }
   return lines;
 }

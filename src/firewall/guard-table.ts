@@ -13,7 +13,15 @@ import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 // lookups; the common packet (unicast TCP/UDP from a known port, MAC and
 // address) takes one on the way in and one on the way out.
 
+/**
+ * `bridge`: VM ports on Linux bridges (the default). `ip6`: routed attachments
+ * (docs/decisions/0021), whose host devices are not bridge ports: the same
+ * guards on the IP hooks.
+ */
+export type GuardFamily = 'bridge' | 'ip6';
+
 export interface GuardTableInput {
+  family: GuardFamily;
   table: string;
   ports: readonly PortGuard[];
   /** Ports on metald bridges that are not VM ports but may talk to VMs (shard uplinks, router ports). */
@@ -76,14 +84,14 @@ function dropChains(logGroup: number): string[][] {
 
 const ND = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert';
 
-/** The fixed chains (rate_<kind> get one rule per class on top). Guards come before any accept (SPEC-NOTES 5). */
-function chains(): string[][] {
+// Fast path in: unicast TCP/UDP, no extension header, not a DHCPv6 server, from the port's MAC and an
+// exact address, in one lookup. Per-VM packet and byte counts come from the ports' link statistics.
+const FAST_IN = 'th sport != 547 ip6 daddr != ff00::/8 iifname . ether saddr . ip6 saddr . ip6 nexthdr @fast counter accept comment "fast_in"';
+
+/** Bridge ports: prerouting (from the port), forward (from other ports), output (from the host). */
+function bridgeHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -200; policy accept;',
-      // Fast path: unicast TCP/UDP, no extension header, not a DHCPv6 server, from the port's MAC and an exact address.
-      // Per-VM packet and byte counts come from the ports' link statistics, not from here (no per-packet set update).
-      'th sport != 547 ip6 daddr != ff00::/8 iifname . ether saddr . ip6 saddr . ip6 nexthdr @fast counter accept comment "fast_in"',
-      'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
     // What a VM receives is guarded where it is sent to the port: `forward` for frames from other
     // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
     // Fast path: non-ICMP from a known port to a port that is not isolated.
@@ -98,6 +106,28 @@ function chains(): string[][] {
       'iifname != @known_ports counter drop comment "unknown_port"',
       `icmpv6 type nd-router-advert oifname @ra_guard oifname . ip6 saddr != @ra_allowed ${drop('ra_guard', 'oifname')}`,
       'jump vm_out'],
+  ];
+}
+
+/**
+ * Routed host devices: the same guards on the IP hooks. Prerouting runs before
+ * conntrack and routing (raw priority); what the VM receives is checked where
+ * it is routed to it (forward) or sent by the host (output). Link-local traffic
+ * is never forwarded, so there is no foreign RA to allow-list and no unknown port.
+ */
+function routedHooks(): string[][] {
+  return [
+    ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
+    ['forward', 'type filter hook forward priority -300; policy accept;',
+      'meta l4proto != ipv6-icmp oifname @rx_fast counter accept comment "fast_out"', 'oifname @vm_ports jump vm_out'],
+    ['output', 'type filter hook output priority -300; policy accept;', 'oifname @vm_ports jump vm_out'],
+  ];
+}
+
+/** The fixed chains (rate_<kind> get one rule per class on top). Guards come before any accept (SPEC-NOTES 5). */
+function chains(family: GuardFamily): string[][] {
+  return [
+    ...(family === 'bridge' ? bridgeHooks() : routedHooks()),
     ['vm_in',
       'iifname @isolated counter drop comment "isolated"',
       `ether type vlan ${drop('vlan_tag')}`,
@@ -178,16 +208,16 @@ function rateClass(kind: RateKind, rate: number): { sets: string[]; rule: string
   };
 }
 
-/** Commands that add a class to an existing table (only for a class the table lacks: `add rule` appends). */
-export function rateClassCommands(table: string, kind: RateKind, rate: number): string[] {
+/** Commands that add a class to an existing table `ref` ("<family> <table>"); only for a class it lacks (`add rule` appends). */
+export function rateClassCommands(ref: string, kind: RateKind, rate: number): string[] {
   const c = rateClass(kind, rate);
-  return [...c.sets.map((s) => `add ${s.replace(/^set /, `set bridge ${table} `)}`), `add rule bridge ${table} rate_${kind} ${c.rule}`];
+  return [...c.sets.map((s) => `add ${s.replace(/^set /, `set ${ref} `)}`), `add rule ${ref} rate_${kind} ${c.rule}`];
 }
 
 /** The whole table as one `nft -f` text. */
 export function renderGuardTable(input: GuardTableInput): string {
   const els = mergeElements(input.ports, input.trustedPorts);
-  const out = [`table bridge ${input.table} {`, `\tcomment "metald port guards: managed by metald, changes are reverted"`];
+  const out = [`table ${input.family} ${input.table} {`, `\tcomment "metald port guards: managed by metald, changes are reverted"`];
   const elements = (name: string) => {
     const e = els.get(name) ?? [];
     return e.length === 0 ? '' : ` elements = { ${e.join(', ')} }`;
@@ -202,7 +232,7 @@ export function renderGuardTable(input: GuardTableInput): string {
   for (const [name, ...body] of dropChains(input.logGroup)) block(name!, body);
   for (const k of RATE_KINDS) block(`rate_${k}`, classes.filter(([ck]) => ck === k).map(([, r]) => rateClass(k, r).rule));
   // Chains that others jump to come first, so the text loads in one pass.
-  for (const [name, ...body] of chains().reverse()) block(name!, body);
+  for (const [name, ...body] of chains(input.family).reverse()) block(name!, body);
   out.push('}');
   return `${out.join('\n')}\n`;
 }

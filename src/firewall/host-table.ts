@@ -9,6 +9,8 @@ export interface HostTableInput {
   table: string;
   /** Bridges (and shards) that VMs hang off. */
   vmBridges: readonly string[];
+  /** Host devices of routed attachments (decision 0021): VM-facing too, one per NIC (set elements only). */
+  routedDevices?: readonly string[];
   /** Pool prefixes: the only sources routed traffic from VMs may carry. */
   vmRanges: readonly string[];
   managementPrefixes: readonly string[];
@@ -68,7 +70,7 @@ export function renderHostTable(h: HostTableInput): string {
   return [
     `table ip6 ${h.table} {`,
     '\tcomment "metald host firewall: managed by metald, changes are reverted"',
-    set('vm_bridges', 'type ifname;', h.vmBridges.map((b) => JSON.stringify(b))),
+    set('vm_bridges', 'type ifname; size 262144;', [...h.vmBridges, ...(h.routedDevices ?? [])].map((b) => JSON.stringify(b))),
     set('vm_ranges', 'type ipv6_addr; flags interval;', h.vmRanges),
     set('management_prefixes', 'type ipv6_addr; flags interval;', h.managementPrefixes),
     set('allowed_ra_sources', 'type ipv6_addr;', h.allowedRaSources),

@@ -21,6 +21,8 @@ export interface GuardDefaults {
 }
 
 export interface BridgeGuardSettings {
+  /** `mode: routed` (decision 0021): the NIC's host device is not a bridge port. */
+  routed?: boolean;
   raGuard: boolean;
   allowedRaSources: readonly string[];
   mldSnooping: boolean;
@@ -35,6 +37,8 @@ export interface PortGuard {
   mac: string;
   /** IsolateVm: the port sends and receives nothing. */
   isolated: boolean;
+  /** Guarded on the IP hooks (routed attachment), not the bridge hooks. */
+  routed: boolean;
   raGuard: boolean;
   sourceGuard: boolean;
   /** Exact sources (and NA targets) the VM may use: its address, its SLAAC address, its link-local. */
@@ -112,6 +116,7 @@ export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults): PortG
     bridge: nic.bridge,
     mac: nic.mac,
     isolated: vm.isolated,
+    routed: bridge?.routed ?? false,
     raGuard: sec.enable_ra_guard ?? (d.raGuard && (bridge?.raGuard ?? true)),
     sourceGuard,
     sources128: uniqueSorted(sources128),

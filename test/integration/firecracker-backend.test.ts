@@ -216,6 +216,12 @@ test('the double enforces the spec and pre-/post-boot order on its socket', { sk
   assert.equal(r.status, 0, r.stderr);
   const sock = apiSocketPath({ chrootBase: path.join(env.dir, 'jail', `fcdt${env.tag}`), firecrackerPath: env.double.firecrackerPath }, 'vm-dbl1');
   for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((res) => setTimeout(res, 20));
+  // The socket file appears at bind(), a moment before listen(): a loaded machine can connect in between.
+  for (let i = 0; i < 100; i++) {
+    const up = await rawRequest(sock, { method: 'GET', path: '/' }).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED');
+    if (up) break;
+    await new Promise((res) => setTimeout(res, 20));
+  }
   const send = (method: 'GET' | 'PUT' | 'PATCH', p: string, body?: unknown) => rawRequest(sock, { method, path: p, body });
   const fault = async (res: Promise<{ status: number; body: unknown }>, re: RegExp) => {
     const { status, body } = await res;

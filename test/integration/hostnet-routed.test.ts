@@ -10,10 +10,12 @@ import type { BackendVmSpec } from '../../src/backends/backend.js';
 import { SandboxBackend } from '../../src/backends/sandbox/sandbox-backend.js';
 import type { VmRecord } from '../../src/core/vm/record.js';
 import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
+import { run } from '../../src/kernel/exec.js';
 import { ipIn, linkExists, netnsExists, netnsList, sysctlWrite } from '../../src/kernel/netns.js';
+import { nftList } from '../../src/kernel/nft.js';
 import { RoutedNetworkPlane } from '../../src/network/routed-plane.js';
 import {
-  baseConfig, cleanupEnv, client, type Daemon, dpVeths, leftovers, newEnv, startDaemon, TOKENS, vmNetns, writeConfig,
+  baseConfig, cleanupEnv, client, type Daemon, dpVeths, type Env, leftovers, newEnv, startDaemon, TOKENS, vmNetns, writeConfig,
 } from '../helpers/daemon-harness.js';
 import { vmRecord } from '../helpers/hostnet-fixtures.js';
 import { freshDataPlane, memoryLog, ping6, removeNamespaces, waitAddressesReady } from '../helpers/hostnet-kernel.js';
@@ -130,6 +132,7 @@ describe('routed attachment through the daemon (mode: routed)', { timeout: 120_0
     for (const id of ['rt-1', 'rt-2']) await waitAddressesReady(vmNetns(env, id));
     await ping6(vmNetns(env, 'rt-1'), 'fe80::1%eth0');
     await ping6(vmNetns(env, 'rt-1'), p.vm!.networkStatus[0]!.ipv6Address.split('/')[0]!);
+    await routedGuards(env, nic, p.vm!.networkStatus[0]!.ipv6Address.split('/')[0]!);
     for (const id of ['rt-1', 'rt-2']) await c.deleteVm({ vmId: id });
     assert.equal((await ipIn(env.dp, ['-6', 'route', 'show', 'proto', '109'])).trim(), '');
     assert.deepEqual(await dpVeths(env), []);
@@ -137,3 +140,27 @@ describe('routed attachment through the daemon (mode: routed)', { timeout: 120_0
     assert.deepEqual(errors, []);
   });
 });
+
+/**
+ * Routed NICs are guarded too (an ip6 table, `<instance>_routed`): TCP between two routed VMs passes
+ * (and its replies), a spoofed source is dropped and counted against the sender, the host's ssh port
+ * is not reachable from a VM.
+ */
+async function routedGuards(env: Env, nic: { hostDevice: string; ipv6Address: string }, peer: string): Promise<void> {
+  const exec = (ns: string, args: string[]) => run('ip', ['netns', 'exec', ns, ...args]);
+  const server = exec(vmNetns(env, 'rt-2'), ['/usr/bin/python3', '-c',
+    'import socket;s=socket.socket(socket.AF_INET6);s.bind(("::",7777));s.listen();c,_=s.accept();c.sendall(c.recv(100).upper());c.close()']);
+  await new Promise((r) => setTimeout(r, 500));
+  const reply = await exec(vmNetns(env, 'rt-1'), ['/usr/bin/python3', '-c',
+    `import socket;s=socket.create_connection(("${peer}",7777),timeout=3);s.sendall(b"hi");print(s.recv(100).decode())`]);
+  await server;
+  assert.equal(reply.trim(), 'HI');
+  await exec(vmNetns(env, 'rt-1'), ['/usr/bin/python3', '-c',
+    `from scapy.all import IPv6,ICMPv6EchoRequest,send,conf;conf.verb=0;send(IPv6(src="fd00:77::dead",dst="${peer}")/ICMPv6EchoRequest(),count=3)`]);
+  const [set] = await nftList(env.dp, ['set', 'ip6', `${env.inst}_routed`, 'd_source_guard']);
+  const elems = ((set?.['set'] as { elem?: { elem: { val: string; counter: { packets: number } } }[] })?.elem ?? []);
+  assert.ok((elems.find((e) => e.elem.val === nic.hostDevice)?.elem.counter.packets ?? 0) >= 3, `spoofed packets counted: ${JSON.stringify(elems)}`);
+  const ssh = await exec(vmNetns(env, 'rt-1'), ['/usr/bin/python3', '-c',
+    'import socket\ntry: socket.create_connection(("fe80::1%eth0",22),timeout=1); print("open")\nexcept Exception as e: print(type(e).__name__)']);
+  assert.equal(ssh.trim(), 'TimeoutError', 'the host drops a routed VM\'s ssh attempt');
+}

@@ -72,7 +72,8 @@ test('allowed RA sources that are not link-local (and not the bridge) cannot be 
 
 test('guard table and host table render to their golden files', () => {
   const ports = [GUIDE_VM, PLAIN_VM].map((v) => portGuard(v, v.nics[0]!, DEFAULTS));
-  golden('guard-table.nft', renderGuardTable({ table: 'metald_guard', ports, trustedPorts: ['mtup0'], defaultRates: DEFAULTS.rates, logGroup: 2 }));
+  golden('guard-table.nft', renderGuardTable({ family: 'bridge', table: 'metald_guard', ports, trustedPorts: ['mtup0'], defaultRates: DEFAULTS.rates, logGroup: 2 }));
+  golden('guard-table-routed.nft', renderGuardTable({ family: 'ip6', table: 'metald_routed', ports, trustedPorts: [], defaultRates: DEFAULTS.rates, logGroup: 2 }));
   golden('host-table.nft', renderHostTable({
     table: 'metald_security', vmBridges: ['br-prod'], vmRanges: ['2600:beef:1000::/44'], managementPrefixes: ['2600:beef:1000:ffff::/64'],
     managementPorts: [22, 8080], allowedRaSources: ['fe80::1'], ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1,
@@ -96,13 +97,13 @@ test('guards come before any accept in the host forward chain (SPEC-NOTES 5)', (
 
 test('adding a VM is element adds only, a constant number; isolating it touches only the fast paths and the isolated set', () => {
   const g = portGuard(PLAIN_VM, PLAIN_VM.nics[0]!, DEFAULTS);
-  const add = elementDelta('t', new Map(), portElements(g));
+  const add = elementDelta('bridge t', new Map(), portElements(g));
   assert.ok(add.every((l) => l.startsWith('add element bridge t ')), 'elements only: no rule, chain, set or verdict-map jump');
   assert.ok(add.length <= 40);
-  const iso = elementDelta('t', portElements(g), portElements({ ...g, isolated: true }));
+  const iso = elementDelta('bridge t', portElements(g), portElements({ ...g, isolated: true }));
   assert.deepEqual(iso.map((l) => l.split(' ').slice(0, 5).join(' ')).sort(),
     ['add element bridge t isolated', 'delete element bridge t fast', 'delete element bridge t rx_fast']);
-  const del = elementDelta('t', portElements(g), new Map());
+  const del = elementDelta('bridge t', portElements(g), new Map());
   assert.equal(del.length, add.length);
   assert.ok(del.every((l) => l.startsWith('delete element bridge t ')));
 });
