@@ -57,7 +57,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       // vm1: the guide's step 3.2 security block (plus destination options), low rates to measure.
       { id: 'g1', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::11', security: {
         enableRaGuard: true, enableSourceGuard: true, strictSourceValidation: true, blockHopByHop: true, blockRoutingHeader: true,
-        blockFragmentHeader: true, blockDestinationOptions: true, ndRateLimit: 50, icmpv6RateLimit: 100, multicastRateLimit: 100 } },
+        blockFragmentHeader: true, blockDestinationOptions: true, ndRateLimit: 50, icmpv6RateLimit: 100, multicastRateLimit: 100, raRateLimit: 50 } },
       { id: 'g2', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::12', security: {} },
       { id: 'g3', token: TOKENS.b, tenant: 'tenant-b', ip: 'fd00:77::13', security: {} },
     ];
@@ -209,6 +209,15 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       report.push(`${attack}: limit ${limit}/s, sent ${res.sent} in ${res.seconds.toFixed(2)} s, passed ${passedRate.toFixed(1)}/s`);
       assert.ok(Math.abs(passedRate - limit) <= limit * 0.1 + 5 / res.seconds, report.at(-1));
     }
+    // RAs a VM receives (here from the host, as radvd sends them): vm1 takes at most its ra_rate_limit.
+    const before = await dropCounters(env, guard, v1.dev);
+    const [br] = (await sh('ip', ['-n', env.dp, '-j', 'link', 'show', 'dev', bridge], { encoding: 'utf8' })).stdout.match(/"address":"([0-9a-f:]{17})"/)!.slice(1);
+    const ra = JSON.parse((await sh('ip', ['netns', 'exec', env.dp, 'env', `IFACE=${bridge}`, '/usr/bin/python3', PY, 'flood', 'ra-host', '200', '3', br!, 'fe80::1', v1.mac, v1.ip],
+      { encoding: 'utf8' })).stdout) as { sent: number; seconds: number };
+    const raDropped = (await dropCounters(env, guard, v1.dev)).get('rate_limit')! - before.get('rate_limit')!;
+    const raRate = (ra.sent - raDropped) / ra.seconds;
+    report.push(`ra to vm1: limit 50/s, sent ${ra.sent} in ${ra.seconds.toFixed(2)} s, passed ${raRate.toFixed(1)}/s`);
+    assert.ok(Math.abs(raRate - 50) <= 50 * 0.1 + 5 / ra.seconds, report.at(-1));
     console.log(report.join('\n'));
     // The flooder hit its own limiter, not vm1's.
     assert.ok((await dropCounters(env, guard, v3.dev)).get('rate_limit')! > 0);

@@ -7,7 +7,7 @@
 #   packets.py flood <attack> <pps> <seconds> <own-mac> <own-ip> <victim-mac> <victim-ip>
 #                                     -> sends paced frames, prints {"sent": n, "seconds": t}
 # Every packet of attack N carries IPv6 flow label N, so the sniffer can tell which arrived.
-import json, socket, sys, time
+import json, os, socket, sys, time
 from scapy.all import (Ether, Dot1Q, Dot1AD, IPv6, ICMPv6EchoRequest, ICMPv6ND_RA, ICMPv6ND_NS, ICMPv6ND_NA,
                        ICMPv6ND_Redirect, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptDstLLAddr,
                        ICMPv6PacketTooBig, IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting,
@@ -71,6 +71,8 @@ def frames(name, fl, mac, ip, vmac, vip, gw):
     if name == "packet-too-big":
         inner = IPv6(src=vip, dst=ip) / UDP(sport=1, dport=2) / Raw(b"y" * 64)
         return [e / six() / ICMPv6PacketTooBig(mtu=1280) / inner]
+    if name == "ra-host":  # an RA as a router on the bridge sends it: no prefix, router lifetime 0 (harmless)
+        return [Ether(src=mac, dst=ALL) / six(src=ll, dst="ff02::1", hlim=255) / ICMPv6ND_RA(routerlifetime=0)]
     if name == "nd-flood": return [em / six(src=ip, dst="ff02::1:ff00:12", hlim=255) / ICMPv6ND_NS(tgt=vip) / ICMPv6NDOptSrcLLAddr(lladdr=mac)]
     if name == "icmp-flood": return [e / six() / echo]
     if name == "mcast-flood": return [Ether(src=mac, dst="33:33:00:00:12:34") / six(dst="ff02::1234") / UDP(sport=9, dport=9) / Raw(b"z" * 20)]
@@ -94,7 +96,7 @@ def main():
         name, pps, secs = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
         raw = bytes(frames(name, 0xabcde, *sys.argv[5:9], "::")[0])
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        s.bind(("eth0", 0))
+        s.bind((os.environ.get("IFACE", "eth0"), 0))
         start = time.monotonic(); n = 0
         while True:
             now = time.monotonic() - start
