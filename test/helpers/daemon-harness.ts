@@ -6,7 +6,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -299,6 +299,11 @@ export async function cleanupEnv(env: Env): Promise<void> {
     await netnsDelete(ns).catch(() => run('ip', ['netns', 'del', ns]).catch(() => {}));
   }
   rmSync(env.dir, { recursive: true, force: true });
+  // radvd's files (radvd itself carries the tag and was killed above) and per-VM resolv.conf dirs.
+  rmSync(`/run/metald/${env.inst}`, { recursive: true, force: true });
+  for (const d of existsSync('/etc/netns') ? readdirSync('/etc/netns') : []) {
+    if (d.startsWith(`${env.inst}-`)) rmSync(`/etc/netns/${d}`, { recursive: true, force: true });
+  }
 }
 
 /** What cleanup must leave: no namespace and no process of this env. */
