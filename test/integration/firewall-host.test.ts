@@ -1,0 +1,62 @@
+// The host table with a management prefix, with real packets: a management
+// host reaches ssh (port 22 here) and the API port, any other source is
+// dropped (and counted); ND and ping keep working. The "host" is a namespace of
+// the test's own with a veth to a "management" namespace.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { FirewallPlane } from '../../src/firewall/firewall-plane.js';
+import { nftList } from '../../src/kernel/nft.js';
+import { UnmanagedNetworkPlane } from '../../src/network/plane.js';
+import { memoryLog } from '../helpers/hostnet-kernel.js';
+
+const tag = randomBytes(3).toString('hex');
+const host = `mtdtest-fh-${tag}`;
+const mgmt = `mtdtest-fm-${tag}`;
+const sh = (args: string[]) => execFileSync('ip', args, { encoding: 'utf8' });
+const inNs = (ns: string, args: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 20_000 });
+const servers: ReturnType<typeof spawn>[] = [];
+
+before(() => {
+  for (const ns of [host, mgmt]) sh(['netns', 'add', ns]);
+  sh(['-n', host, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', mgmt]);
+  for (const [ns, dev, addrs] of [[host, 'up0', ['fd00:99:1::1/64', 'fd00:99:2::1/64']], [mgmt, 'eth0', ['fd00:99:1::10/64', 'fd00:99:2::10/64']]] as const) {
+    inNs(ns, ['sysctl', '-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
+    sh(['-n', ns, 'link', 'set', 'lo', 'up']);
+    sh(['-n', ns, 'link', 'set', dev, 'up']);
+    for (const a of addrs) sh(['-n', ns, 'addr', 'add', a, 'dev', dev, 'nodad']);
+  }
+  for (const port of [22, 8080]) {
+    servers.push(spawn('ip', ['netns', 'exec', host, '/usr/bin/python3', '-c',
+      `import socket\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(("::",${port}));s.listen()\nwhile True:\n  c,_=s.accept();c.sendall(b"ok");c.close()`]));
+  }
+});
+after(() => {
+  for (const s of servers) s.kill('SIGKILL');
+  for (const ns of [host, mgmt]) sh(['netns', 'del', ns]);
+});
+
+const connect = (src: string, port: number) => inNs(mgmt, ['/usr/bin/python3', '-c',
+  `import socket\ntry:\n  s=socket.create_connection(("fd00:99:1::1",${port}),timeout=1.5,source_address=("${src}",0)); print(s.recv(10).decode())\nexcept Exception as e: print(type(e).__name__)`]).trim();
+
+test('management prefix: ssh and the API port from it, nothing else from anywhere else; ND and ping still work', async () => {
+  const plane = new FirewallPlane(new UnmanagedNetworkPlane(), {
+    netns: host, guardTable: 'fh_guard', hostTable: 'fh_security', guardLogGroup: 2, log: memoryLog().log,
+    defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 }, bridges: new Map() },
+    host: { vmBridges: [], vmRanges: ['fd00:77::/48'], managementPrefixes: ['fd00:99:1::/64'], managementPorts: [22, 8080], allowedRaSources: [],
+      ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1 },
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(connect('fd00:99:2::10', 22), 'ok', 'before the table: open to all');
+  await plane.reconcile([]);
+  assert.equal(connect('fd00:99:1::10', 22), 'ok');
+  assert.equal(connect('fd00:99:1::10', 8080), 'ok');
+  assert.equal(connect('fd00:99:2::10', 22), 'TimeoutError');
+  assert.equal(connect('fd00:99:2::10', 8080), 'TimeoutError');
+  assert.match(inNs(mgmt, ['ping', '-6', '-c', '1', '-W', '2', '-I', 'fd00:99:2::10', 'fd00:99:1::1']), / 0% packet loss/);
+  const input = await nftList(host, ['chain', 'ip6', 'fh_security', 'input']);
+  const last = input.map((o) => o['rule'] as { expr?: Record<string, unknown>[] } | undefined).filter(Boolean).at(-1)!;
+  const counted = (last.expr!.find((e) => 'counter' in e)!['counter'] as { packets: number }).packets;
+  assert.ok(counted >= 2, `default drop counted ${counted}`);
+});
