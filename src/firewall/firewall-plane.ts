@@ -6,7 +6,7 @@ import { elementDelta, mergeElements, portElements, type ElementMap } from './gu
 import { classSet, parseClassSet } from './guard-names.js';
 import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { elementDiff, ruleCounts } from './kernel-view.js';
+import { declaredNames, elementDiff, expectedCounts, ruleCounts, sameCounts } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -245,15 +245,18 @@ export class FirewallPlane implements NetworkPlane {
       nftList(this.opts.netns, ['chains', family]),
       nftList(this.opts.netns, ['sets', family], { terse: true }),
     ]);
-    const have = new Set([
-      ...chains.filter((o) => mine(o, 'chain')).map((o) => `chain ${(o['chain'] as { name: string }).name}`),
-      ...sets.filter((o) => mine(o, 'set')).map((o) => `set ${(o['set'] as { name: string }).name}`),
-    ]);
-    const start = text.indexOf(`table ${family} ${table} {`);
-    const end = text.indexOf('\n}\n', start);
-    const want = [...text.slice(start, end).matchAll(/^\t(chain|set) (\S+) \{/gm)].map((m) => `${m[1]} ${m[2]}`);
+    const setNames = sets.filter((o) => mine(o, 'set')).map((o) => (o['set'] as { name: string }).name);
+    const have = new Set([...chains.filter((o) => mine(o, 'chain')).map((o) => `chain ${(o['chain'] as { name: string }).name}`), ...setNames.map((n) => `set ${n}`)]);
+    const want = declaredNames(family, table, text);
     // Rate classes the kernel lacks are added by the element pass, not by a replace.
-    return start >= 0 && want.every((w) => have.has(w) || /^(chain|set) (rlp|lim)_/.test(w) || w.startsWith('chain rate_') && have.has(w));
+    const ok = want.length > 0 && want.every((w) => have.has(w) || /^set (rlp|lim)_/.test(w));
+    if (ok && table === this.opts.guardTable) this.adoptClasses(setNames);
+    return ok;
+  }
+
+  /** The rate classes the kernel table has (from its class set names), so none is added twice. */
+  private adoptClasses(setNames: readonly (string | undefined)[]): void {
+    this.classes = new Set(setNames.map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined).map(([k, r]) => `${k}/${r}`));
   }
 
   private async listTable(family: string, table: string): Promise<NftObject[] | undefined> {
@@ -276,7 +279,7 @@ export class FirewallPlane implements NetworkPlane {
       } else if (counts.get(chain) !== n) return false;
     }
     for (const chain of counts.keys()) if (!want.has(chain)) return false;
-    this.classes = new Set(kernelClasses.map(([k, r]) => `${k}/${r}`));
+    this.adoptClasses(have.map((o) => (o['set'] as { name?: string } | undefined)?.name));
     return true;
   }
 
@@ -353,28 +356,4 @@ export function renderTables(
   });
   const routed = portGuards(vms, opts.defaults).filter((p) => p.routed).map((p) => p.device);
   return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable, routedDevices: routed })}` : guard;
-}
-
-/** Rules per chain as rendered, from the rendered text of one table. */
-function expectedCounts(family: string, table: string, text: string): Map<string, number> {
-  const start = text.indexOf(`table ${family} ${table} {`);
-  const counts = new Map<string, number>();
-  if (start < 0) return counts;
-  let chain: string | undefined;
-  for (const line of text.slice(start).split('\n').slice(1)) {
-    if (line === '}') break;
-    const m = /^\tchain (\S+) \{$/.exec(line);
-    if (m) {
-      chain = m[1]!;
-      counts.set(chain, 0);
-    } else if (line === '\t}') chain = undefined;
-    else if (chain && line.startsWith('\t\t') && !line.includes(' hook ')) counts.set(chain, counts.get(chain)! + 1);
-  }
-  return counts;
-}
-
-function sameCounts(have: Map<string, number>, want: Map<string, number>): boolean {
-  if (have.size !== want.size) return false;
-  for (const [k, v] of want) if (have.get(k) !== v) return false;
-  return true;
 }

@@ -64,3 +64,35 @@ export function elementDiff(have: readonly NftObject[], want: readonly string[])
     remove: [...haveKeys].filter(([k]) => !wantKeys.has(k)).map(([, t]) => t),
   };
 }
+
+/** Rules per chain as rendered, from the rendered text of one table. */
+export function expectedCounts(family: string, table: string, text: string): Map<string, number> {
+  const start = text.indexOf(`table ${family} ${table} {`);
+  const counts = new Map<string, number>();
+  if (start < 0) return counts;
+  let chain: string | undefined;
+  for (const line of text.slice(start).split('\n').slice(1)) {
+    if (line === '}') break;
+    const m = /^\tchain (\S+) \{$/.exec(line);
+    if (m) {
+      chain = m[1]!;
+      counts.set(chain, 0);
+    } else if (line === '\t}') chain = undefined;
+    else if (chain && line.startsWith('\t\t') && !line.includes(' hook ')) counts.set(chain, counts.get(chain)! + 1);
+  }
+  return counts;
+}
+
+export function sameCounts(have: Map<string, number>, want: Map<string, number>): boolean {
+  if (have.size !== want.size) return false;
+  for (const [k, v] of want) if (have.get(k) !== v) return false;
+  return true;
+}
+
+/** Chains and sets a rendered table declares, as "chain x" / "set y". */
+export function declaredNames(family: string, table: string, text: string): string[] {
+  const start = text.indexOf(`table ${family} ${table} {`);
+  if (start < 0) return [];
+  const end = text.indexOf('\n}\n', start);
+  return [...text.slice(start, end).matchAll(/^\t(chain|set) (\S+) \{/gm)].map((m) => `${m[1]} ${m[2]}`);
+}

@@ -21,12 +21,13 @@ const A = vm('a', 'vpa', '52:54:00:00:00:0a', 'fd00:10::a/64');
 const B = vm('b', 'vpb', '52:54:00:00:00:0b', 'fd00:10::b/64');
 const C = vm('c', 'vpc', '52:54:00:00:00:0c', 'fd00:10::c/64');
 
-const plane = new FirewallPlane(new UnmanagedNetworkPlane(), {
+const opts = {
   netns: ns, guardTable: 'fwt_guard', hostTable: 'fwt_security', guardLogGroup: 2, elementCheckEvery: 1, log: memoryLog().log,
   defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
     bridges: new Map([['br0', { raGuard: true, allowedRaSources: [], mldSnooping: true }]]) },
   host: { vmBridges: ['br0'], vmRanges: ['fd00:10::/48'], managementPrefixes: [], managementPorts: [22, 8080], allowedRaSources: [], ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1 },
-});
+};
+const plane = new FirewallPlane(new UnmanagedNetworkPlane(), opts);
 
 async function elements(set: string): Promise<string[]> {
   const [o] = await nftList(ns, ['set', 'bridge', 'fwt_guard', set]);
@@ -72,6 +73,16 @@ test('drift: a deleted element, a deleted rule and a deleted table are restored 
   await plane.reconcile([A, B]);
   assert.equal((await nftList(ns, ['table', 'ip6', 'fwt_security'], { terse: true })).length > 0, true);
   assert.equal(plane.stats.driftRepairs, 3);
+});
+
+test('a new plane (a restarted metald) adopts the loaded table on its first ensureVm: no rate class twice, nothing replaced', async () => {
+  const fresh = new FirewallPlane(new UnmanagedNetworkPlane(), { ...opts, elementCheckEvery: 1 });
+  await fresh.ensureVm(C);
+  assert.equal(fresh.stats.fullApplies, 0);
+  await fresh.reconcile([A, B, C]);
+  assert.equal(fresh.stats.fullApplies, 0, 'the structure still matches: no class rule was added twice');
+  await fresh.removeVm(C);
+  await plane.reconcile([A, B]);
 });
 
 test('isolation is an element of the isolated set, added and lifted', async () => {
