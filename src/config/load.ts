@@ -18,9 +18,12 @@ export interface ConfigIssue {
   line: number;
   column: number;
   message: string;
+  /** The message is about one spot inside the value (a rule's token): `column` points at it and is shown. */
+  exact?: boolean;
 }
 
 export function formatIssue(i: ConfigIssue): string {
+  if (i.path && i.line && i.exact) return `${i.path} (line ${i.line}, col ${i.column}): ${i.message}`;
   if (i.path && i.line) return `${i.path} (line ${i.line}): ${i.message}`;
   if (i.path) return `${i.path}: ${i.message}`;
   if (i.line) return `line ${i.line}, column ${i.column}: ${i.message}`;
@@ -77,6 +80,7 @@ export function parseConfig(text: string, source: string, opts: SchemaOptions = 
   const lc = new LineCounter();
   // uniqueKeys off: duplicates are reported below with both lines, which yaml's own error lacks.
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: false, prettyErrors: false });
+  sources.set(doc, text);
   const pos = (offset: number) => lc.linePos(offset);
   const issues: ConfigIssue[] = doc.errors.map((e) => {
     const { line, col } = pos(e.pos[0]);
@@ -195,7 +199,7 @@ function lineOf(doc: Document, path: readonly Segment[], pos: Pos, opts: { colum
   if (isScalar(node) && !missing && !opts.atKey) {
     offset = rangeStart(node);
     if (offset !== undefined && column !== undefined && column >= 1 && (node.type === Scalar.PLAIN || node.type === Scalar.QUOTE_DOUBLE || node.type === Scalar.QUOTE_SINGLE)) {
-      offset += column - 1 + (node.type === Scalar.PLAIN ? 0 : 1);
+      offset += node.type === Scalar.PLAIN ? column - 1 : 1 + rawIndex(doc, offset + 1, column - 1, node.type === Scalar.QUOTE_DOUBLE);
     }
   } else if (key !== undefined && (opts.atKey || isCollection(node) || missing || node == null)) {
     offset = rangeStart(key);
@@ -203,6 +207,29 @@ function lineOf(doc: Document, path: readonly Segment[], pos: Pos, opts: { colum
   offset ??= rangeStart(node) ?? 0;
   return pos(offset);
 }
+
+/**
+ * Where the `index`-th character of a quoted scalar's value sits in the
+ * source, counted from `start` (just after the opening quote): escapes
+ * (\t, \u00e9 in double quotes, '' in single quotes) take more than one source character.
+ * Folded line breaks are rare in one-line rules and are counted as one.
+ */
+function rawIndex(doc: Document, start: number, index: number, double: boolean): number {
+  const src = sources.get(doc) ?? '';
+  let raw = 0;
+  for (let k = 0; k < index && start + raw < src.length; k++) {
+    const c = src[start + raw];
+    if (double && c === '\\') {
+      const e = src[start + raw + 1] ?? '';
+      raw += e === 'x' ? 4 : e === 'u' ? 6 : e === 'U' ? 10 : 2;
+    } else if (!double && c === "'" && src[start + raw + 1] === "'") raw += 2;
+    else raw += 1;
+  }
+  return raw;
+}
+
+// The source text of each parsed document, for rawIndex.
+const sources = new WeakMap<Document, string>();
 
 function unwrap(s: z.ZodType): z.ZodType {
   let cur = s as z.ZodType & { _zod: { def: Record<string, unknown> } };
@@ -298,7 +325,7 @@ function toConfigIssues(issue: z.core.$ZodIssue, doc: Document, pos: Pos, schema
       return [at(path, `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(input, secret)}`)];
     case 'custom': {
       const column = (issue.params as { column?: unknown } | undefined)?.column;
-      return [at(path, issue.message, typeof column === 'number' ? { column } : {})];
+      return [typeof column === 'number' ? { ...at(path, issue.message, { column }), exact: true } : at(path, issue.message)];
     }
     default:
       return [at(path, issue.message)];

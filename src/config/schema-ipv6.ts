@@ -16,9 +16,13 @@ import {
   ipv6Prefix,
   lowerEnum,
   nonEmpty,
+  type RuleParser,
   type SchemaOptions,
   withArticle,
 } from './schema-common.js';
+import { ParseError, tokenize } from '../core/policy/lexer.js';
+import { parseHostRule, type HostRule } from '../core/policy/host-rules.js';
+import { compileHostPolicy } from '../core/policy/host-policy.js';
 
 export const SECURITY_PROFILES = ['high', 'medium', 'low'] as const;
 const securityProfile = z.enum(SECURITY_PROFILES);
@@ -132,22 +136,72 @@ const security = z.strictObject({
   syslog_facility: lowerEnum(SYSLOG_FACILITIES, 'a syslog facility').prefault('daemon'),
 });
 
+/** The section-2 rule language (src/core/policy/host-rules.ts) as the schema's rule hook. */
+export const hostRuleParser: RuleParser = (rule) => {
+  try {
+    parseHostRule(rule);
+    return null;
+  } catch (e) {
+    if (e instanceof ParseError) return { message: e.message, column: e.column };
+    throw e;
+  }
+};
+
 function securityPolicy(opts: SchemaOptions) {
+  const parse = opts.ruleParser ?? hostRuleParser;
   return z.strictObject({
     id: identifier,
     description: z.string().default(''),
+    // The security profiles whose VMs get this policy (docs/decisions/0024); at most one policy per profile.
+    profiles: z.array(securityProfile).default([]),
     rules: z.array(nonEmpty).superRefine((rules, ctx) => {
       if (rules.length === 0) ctx.addIssue({ code: 'custom', message: 'a policy needs at least one rule' });
-      if (!opts.ruleParser) return;
       rules.forEach((rule, i) => {
-        const err = opts.ruleParser!(rule);
+        if (rule.trim() === '') return; // "must not be empty" already
+        const err = parse(rule);
         if (err) ctx.addIssue({ code: 'custom', path: [i], message: err.message, params: { column: err.column } });
       });
     }),
   });
 }
 
-type Issue = { path: (string | number)[]; message: string };
+/** Cross-checks of the policies: one policy per profile, segments that name pools, no conflicting rules. */
+function checkPolicies(v: Ipv6Input, issues: Issue[]): void {
+  const poolIds = [...(v.default_pool ? [v.default_pool.id] : []), ...v.pools.map((p) => p.id)];
+  const byProfile = new Map<string, number>();
+  v.security_policies.forEach((p, i) => {
+    p.profiles.forEach((prof, j) => {
+      const other = byProfile.get(prof);
+      if (other !== undefined && other !== i) {
+        issues.push({ path: ['security_policies', i, 'profiles', j], message: `profile ${prof} already has a policy (security_policies[${other}]); a VM gets one policy` });
+      } else byProfile.set(prof, i);
+    });
+    const parsed: HostRule[] = [];
+    p.rules.forEach((text, j) => {
+      let r: HostRule;
+      try {
+        r = parseHostRule(text);
+      } catch {
+        return; // reported by the rule hook
+      }
+      parsed.push(r);
+      if (r.kind === 'to' && r.segment !== null && !poolIds.includes(r.segment)) {
+        const tokens = tokenize(text);
+        const column = tokens[tokens.findIndex((t) => t.text.toLowerCase() === 'to') + 1]?.column;
+        issues.push({
+          path: ['security_policies', i, 'rules', j],
+          message: `expected the id of a configured pool, got ${JSON.stringify(r.segment)} (pools: ${poolIds.join(', ') || 'none'})`,
+          column,
+        });
+      }
+    });
+    if (parsed.length === p.rules.length) {
+      for (const c of compileHostPolicy(parsed).issues) issues.push({ path: ['security_policies', i, 'rules', c.rule], message: c.message });
+    }
+  });
+}
+
+type Issue = { path: (string | number)[]; message: string; column?: number };
 
 function checkPoolsAndBridges(v: Ipv6Input, issues: Issue[]): void {
   const pools = [
@@ -231,13 +285,14 @@ export function ipv6Schema(opts: SchemaOptions = {}) {
           message: `the port guards are enforced with nftables; with firewall integration off, ${guards.join(', ')} would be silently unenforced (turn those off too, or keep this on)`,
         });
       }
+      checkPolicies(v, issues);
       const policyIds = new Map<string, number>();
       v.security_policies.forEach((p, i) => {
         const first = policyIds.get(p.id);
         if (first !== undefined) issues.push({ path: ['security_policies', i, 'id'], message: `duplicate policy id ${JSON.stringify(p.id)} (also security_policies[${first}].id)` });
         else policyIds.set(p.id, i);
       });
-      for (const i of issues) ctx.addIssue({ code: 'custom', ...i });
+      for (const { column, ...i } of issues) ctx.addIssue({ code: 'custom', ...i, ...(column !== undefined ? { params: { column } } : {}) });
     })
     .transform((v) => {
       const withProfile = <P extends { security_profile?: (typeof SECURITY_PROFILES)[number] | undefined }>(p: P) => ({

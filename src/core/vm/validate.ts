@@ -2,6 +2,9 @@ import type { VmConfig } from '../../gen/vmprovisioner/v1/vm_pb.js';
 import { invalidArgument, MetaldError } from '../errors.js';
 import { addressScope, formatIpv6, parseInterface, parseIpv6 } from '../net/ipv6.js';
 import { TENANT_ID_PATTERN, validateMac } from './ids.js';
+import { ParseError } from '../policy/lexer.js';
+import { parseNicRule, type NicRule } from '../policy/nic-rules.js';
+import { classWarnings } from '../policy/compile.js';
 
 // Checks a CreateVm config against the host's configuration before anything
 // is allocated, so a bad request fails with the field path and leaves
@@ -41,6 +44,8 @@ export interface PlannedNic {
    * guard is strict, so it needs a /64 of its own (SPEC-NOTES 2).
    */
   wholePrefix: boolean;
+  /** security_policy rules, parsed (src/core/policy), and what the operator should be told about them. */
+  policy: { ingress: NicRule[]; egress: NicRule[]; warnings: string[] };
 }
 
 export interface CreatePlan {
@@ -54,7 +59,6 @@ const NIC_ID = /^[a-z][a-z0-9]{0,14}$/;
 const ISOLATION_LEVELS = ['', 'strict', 'moderate', 'none'];
 const PROFILES = ['', 'high', 'medium', 'low'];
 const MIB = 1024n * 1024n;
-const MAX_RULE_LEN = 512;
 
 export function planCreate(config: VmConfig | undefined, ctx: ValidationContext): CreatePlan {
   if (!config) throw invalidArgument('config', 'required');
@@ -160,18 +164,17 @@ function planNic(
   }
 
   const pol = nic.securityPolicy;
+  let ingress: NicRule[] = [];
+  let egress: NicRule[] = [];
   if (pol) {
     if (!ISOLATION_LEVELS.includes(pol.tenantIsolationLevel)) {
       throw invalidArgument(`${f}.security_policy.tenant_isolation_level`, `${JSON.stringify(pol.tenantIsolationLevel)} is not one of strict, moderate, none`);
     }
-    for (const [name, rules] of [['ingress_rules', pol.ingressRules], ['egress_rules', pol.egressRules]] as const) {
-      rules.forEach((r, j) => {
-        if (!r.trim()) throw invalidArgument(`${f}.security_policy.${name}[${j}]`, 'empty rule');
-        if (r.length > MAX_RULE_LEN) throw invalidArgument(`${f}.security_policy.${name}[${j}]`, `longer than ${MAX_RULE_LEN} characters`);
-      });
-    }
+    ingress = parseRules(pol.ingressRules, `${f}.security_policy.ingress_rules`);
+    egress = parseRules(pol.egressRules, `${f}.security_policy.egress_rules`);
   }
-  return { id, bridge: bridge.name, mtu: bridge.mtu, vlanId, mac, staticAddress, gateway, poolId: v6?.poolId ?? '', wholePrefix };
+  const nicPolicy = { ingress, egress, warnings: [...ruleWarnings(ingress, `${f}.security_policy.ingress_rules`), ...ruleWarnings(egress, `${f}.security_policy.egress_rules`)] };
+  return { id, bridge: bridge.name, mtu: bridge.mtu, vlanId, mac, staticAddress, gateway, poolId: v6?.poolId ?? '', wholePrefix, policy: nicPolicy };
 }
 
 function pickBridge(name: string, field: string, bridges: readonly BridgeInfo[]): BridgeInfo {
@@ -216,4 +219,21 @@ function checkScope(addr: bigint, field: string, raw: string, ctx: ValidationCon
     throw invalidArgument(field, `${JSON.stringify(raw)} is a ${scope === 'ula' ? 'unique local (fc00::/7)' : 'documentation'} address and no configured pool contains it`);
   }
   throw invalidArgument(field, `${JSON.stringify(raw)} is a ${scope} address; a VM needs a global one`);
+}
+
+/** Each rule parsed; the first bad one fails the request with its index and the column inside it. */
+function parseRules(rules: readonly string[], field: string): NicRule[] {
+  return rules.map((r, j) => {
+    if (!r.trim()) throw invalidArgument(`${field}[${j}]`, 'empty rule');
+    try {
+      return parseNicRule(r);
+    } catch (e) {
+      if (e instanceof ParseError) throw invalidArgument(`${field}[${j}]`, `column ${e.column}: ${e.message}`);
+      throw e;
+    }
+  });
+}
+
+function ruleWarnings(rules: readonly NicRule[], field: string): string[] {
+  return classWarnings(rules).map((w) => `${field}[${w.rule}]: ${w.message}`);
 }
