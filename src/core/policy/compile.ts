@@ -98,19 +98,23 @@ export function ruleLines(r: NicRule, direction: Direction): string[] {
   }
 }
 
+const catchAll = (r: NicRule) => r.protocol === 'all' && r.from.addresses === 'any' && r.to.addresses === 'any';
+
 /** One class: its chain name and body. An empty list has no class (the NIC is not filtered). */
 export function compileClass(direction: Direction, rules: readonly NicRule[]): CompiledClass | null {
   if (rules.length === 0) return null;
+  // Rules after a catch-all are never reached (classWarnings says so), and the default after it neither.
+  const stop = rules.findIndex(catchAll);
+  const reached = stop < 0 ? rules : rules.slice(0, stop + 1);
   const body = [
     'meta mark set 0',
     `icmpv6 type { ${ESSENTIAL_ICMPV6.join(', ')} } accept`,
-    ...rules.flatMap((r) => ruleLines(r, direction)),
-    `jump ${DENY_CHAIN[direction]}`,
+    ...reached.flatMap((r) => ruleLines(r, direction)),
+    ...(stop < 0 ? [`jump ${DENY_CHAIN[direction]}`] : []),
   ];
   return { chain: className(direction, rules), direction, rules: rules.map(printNicRule), body };
 }
 
-const catchAll = (r: NicRule) => r.protocol === 'all' && r.from.addresses === 'any' && r.to.addresses === 'any';
 const coversIcmp = (r: NicRule) => r.protocol === 'all' || r.protocol === 'icmpv6';
 
 /**
