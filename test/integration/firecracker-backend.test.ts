@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { rawRequest } from '../../src/backends/firecracker/api-client.js';
 import { apiSocketPath } from '../../src/backends/firecracker/jailer-command.js';
 import type { HostNics } from '../../src/backends/firecracker/host-nics.js';
-import { IpTuntapNics } from '../../src/backends/firecracker/host-nics.js';
+import { DataPlaneNics } from '../../src/backends/firecracker/host-nics.js';
 import { ipIn, ipJson } from '../../src/kernel/netns.js';
 import { readProcStat } from '../../src/backends/sandbox/guest-process.js';
 import { JAIL_GID, JAIL_UID, newFcEnv, type FcEnv } from '../helpers/firecracker-env.js';
@@ -180,7 +180,7 @@ test('a request the VMM rejects fails the boot with Firecracker\'s reason and le
 test('a tap Firecracker cannot open (no vnet_hdr) is a clear boot error', { skip: process.env['FC_REAL_FIRECRACKER'] !== undefined }, async (t) => {
   const env = newFcEnv();
   t.after(() => env.cleanup());
-  const real = new IpTuntapNics(env.dp);
+  const real = new DataPlaneNics(env.dp);
   const noVnetHdr: HostNics = {
     ...real,
     tapOwner: (n) => real.tapOwner(n),

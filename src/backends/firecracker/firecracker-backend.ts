@@ -12,7 +12,7 @@ import {
   type NicRateLimit,
 } from './api-plan.js';
 import { call, rawRequest } from './api-client.js';
-import { IpTuntapNics, type HostNics } from './host-nics.js';
+import { DataPlaneNics, type HostNics } from './host-nics.js';
 import { checkAsset, exists, freshChroot, removeJail, stageAsset, type Asset, type StageMethod } from './jail.js';
 import {
   apiSocketPath, chrootDir, execFileName, jailDir, jailerArgs, pidFilePath, type JailerSettings,
@@ -102,7 +102,7 @@ export class FirecrackerBackend implements VmBackend {
       parentCgroup: `metald-${opts.instanceName}`,
       seccomp: opts.seccomp,
     };
-    this.nics = opts.nics ?? new IpTuntapNics(opts.dataplaneNetns);
+    this.nics = opts.nics ?? new DataPlaneNics(opts.dataplaneNetns);
   }
 
   /** The jailer command line for a VM (what boot() runs). */
