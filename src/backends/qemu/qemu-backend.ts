@@ -10,7 +10,7 @@ import { ipIn, netnsAdd, netnsExists } from '../../kernel/netns.js';
 import { liveGuest, readProcStat, signal, waitFor, type Guest } from '../sandbox/guest-process.js';
 import { chooseAccel, type AccelMode } from './accel.js';
 import { assertQemuPath, qemuArgv, tscKhzFromCpuinfo, type Accel, type LaunchFiles, type Machine } from './argv.js';
-import { consoleTail, fileSize, readFrom, watchBoot } from './console.js';
+import { consoleTail, fileSize, readFrom, watchBoot } from '../serial-console.js';
 import { dataPlaneNics, type HostNics } from './host-nics.js';
 import { qmp, queryStatus } from './qmp.js';
 
