@@ -2,7 +2,9 @@
 # Builds the metald guest image from Debian packages only (guest/README.md):
 #   vmlinuz            the kernel of Debian's linux-image-<abi>-cloud-amd64 (apt-get download + dpkg -x;
 #                      never installed on the host)
-#   initramfs.cpio.gz  busybox-static, the virtio/ACPI modules the kernel has as =m, and guest/init
+#   initramfs.cpio.gz  busybox-static, the virtio/ACPI modules the kernel has as =m, guest/init and
+#                      /bin/metald-pkt (guest/metald-pkt.c, compiled statically with Debian's gcc and
+#                      libc6-dev: the ICMPv6 tool the end-to-end tests attack the port guards with)
 # Cached under $CACHE/<key>/, the key made of both package versions and a hash of guest/ and this
 # script, so it is rebuilt only when one of them changes. $CACHE/current points at the latest build.
 # Prints the image directory as its last line of stdout.
@@ -53,7 +55,11 @@ BVER="$(candidate busybox-static)"
 { [ -n "$KVER" ] && [ "$KVER" != "(none)" ] && [ -n "$BVER" ] && [ "$BVER" != "(none)" ]; } \
   || reuse_current "apt has no candidate for $KPKG or busybox-static"
 KREL="${KPKG#linux-image-}"
-SRCHASH="$(cat "$ROOT/guest/init" "$0" | sha256sum | cut -c1-12)"
+command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] \
+  || { log "gcc and libc6-dev are needed for guest/metald-pkt.c (apt-get install gcc libc6-dev)"; exit 1; }
+# The compiler and C library versions are part of the key: a new libc6-dev rebuilds the tool.
+CCVER="$(dpkg-query -W -f='${Version}' libc6-dev 2>/dev/null || gcc -dumpfullversion)"
+SRCHASH="$(cat "$ROOT/guest/init" "$ROOT/guest/metald-pkt.c" "$0" <(echo "$CCVER" "$(gcc -dumpfullversion)") | sha256sum | cut -c1-12)"
 KEY="$(echo "${KREL}_${KVER}_busybox_${BVER}_${SRCHASH}" | tr -c 'A-Za-z0-9._\n-' '_')"
 OUT="$CACHE/$KEY"
 
@@ -91,6 +97,9 @@ for m in "${MODULES[@]}"; do
   echo "$m" >> "$R/lib/modules/load-order"
 done
 install -m 0755 "$ROOT/guest/init" "$R/init"
+# Static: the initramfs has no C library. No name lookups in it (getaddrinfo would want NSS modules).
+gcc -static -Os -Wall -Wextra -Werror -o "$R/bin/metald-pkt" "$ROOT/guest/metald-pkt.c"
+strip "$R/bin/metald-pkt"
 
 # Reproducible archive: sorted names, fixed times and owners.
 find "$R" -exec touch -h -d @0 {} +
@@ -99,8 +108,8 @@ mkdir -p "$W/out"
 cp "$W/kernel/boot/vmlinuz-$KREL" "$W/out/vmlinuz"
 cp "$W/kernel/boot/config-$KREL" "$W/out/kernel-config"
 mv "$W/initramfs.cpio.gz" "$W/out/"
-printf 'kernel_package=%s\nkernel_version=%s\nkernel_release=%s\nbusybox_version=%s\nsource_hash=%s\nmodules=%s\n' \
-  "$KPKG" "$KVER" "$KREL" "$BVER" "$SRCHASH" "$(tr '\n' ' ' < "$R/lib/modules/load-order")" > "$W/out/manifest"
+printf 'kernel_package=%s\nkernel_version=%s\nkernel_release=%s\nbusybox_version=%s\nlibc6_dev_version=%s\ngcc_version=%s\nsource_hash=%s\nmodules=%s\n' \
+  "$KPKG" "$KVER" "$KREL" "$BVER" "$CCVER" "$(gcc -dumpfullversion)" "$SRCHASH" "$(tr '\n' ' ' < "$R/lib/modules/load-order")" > "$W/out/manifest"
 # Rename into place last, so a concurrent or interrupted build never leaves a half image under $KEY.
 rm -rf "$OUT"
 mv "$W/out" "$OUT"

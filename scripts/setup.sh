@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(iproute2 iputils-ping nftables radvd ndisc6 tcpdump python3-scapy ipv6toolkit thc-ipv6 iperf3 procps psmisc kmod openssl
-  qemu-system-x86 cpio)
+  qemu-system-x86 cpio gcc libc6-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

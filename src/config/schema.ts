@@ -139,6 +139,8 @@ const firecracker = z.strictObject({
   uid: jailId.default(10000),
   gid: jailId.default(10000),
   chroot_base_dir: nonEmpty.default('/srv/jailer'),
+  boot_timeout: duration({ min: 1000 }).prefault('60s'),
+  readiness: z.enum(['marker', 'vmm']).default('marker'),
   nic_rate_limit: z
     .strictObject({
       rx_bytes_per_sec: perSecond,

@@ -66,6 +66,8 @@ export function newFcEnv(): FcEnv {
       dataplaneNetns: dp,
       seccomp: true,
       cgroupRoot: REAL ? undefined : double.cgroupRoot,
+      // A real guest of your own may not print METALD-READY (docs/firecracker.md).
+      readiness: REAL ? (process.env['FC_REAL_READINESS'] === 'marker' ? 'marker' : 'vmm') : 'marker',
       ...extra,
     }),
     spec: (id, over = {}) => ({

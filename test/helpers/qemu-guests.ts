@@ -36,6 +36,42 @@ export function pingScript(targets: string[], tries = 60): string {
     + `if [ $i -lt ${tries} ]; then echo "PING-OK ${t}"; else echo "PING-FAIL ${t}"; fi\n`).join('');
 }
 
+/** The rogue prefix the attacker advertises; the listener's console must never show it. */
+export const ROGUE_PREFIX = '2001:db8:bad::';
+const WAIT_TRIES = 60;
+
+/**
+ * The attacker's part of the port-guard test (guest/metald-pkt.c does the
+ * ICMPv6): wait for the victim's listener to say it is up, send a legitimate
+ * echo (the listener must see it: the control), then `count` echoes from a
+ * spoofed source address added to eth0, `count` rogue router advertisements,
+ * and the end marker from its own address. Kernel command lines are at most
+ * 2048 bytes on x86, so the script stays short.
+ */
+export function attackScript(o: { self: string; victim: string; spoof: string; count: number }): string {
+  return `metald-pkt listen 90 Q2-LISTENING >/dev/null
+metald-pkt echo ${o.victim} ATTACK-START ${o.self}
+ip -6 addr add ${o.spoof}/128 dev eth0
+i=0; while [ $i -lt ${o.count} ]; do metald-pkt echo ${o.victim} SPOOF ${o.spoof}; i=$((i+1)); done
+metald-pkt ra eth0 ${ROGUE_PREFIX} ${o.count}
+ip -6 addr del ${o.spoof}/128 dev eth0
+sleep 1; metald-pkt echo ${o.victim} METALD-END ${o.self}
+`;
+}
+
+/**
+ * The victim's part: a listener on its console (every echo request and RA it
+ * receives), a router solicitation (radvd's answer shows that RAs do reach
+ * it), and "Q2-LISTENING" echoes to the attacker until the attack starts.
+ */
+export function listenScript(o: { attacker: string }): string {
+  return `metald-pkt listen 120 METALD-END | tee /run/listen.out &
+sleep 0.5; metald-pkt rs eth0
+i=0; until grep -q ATTACK-START /run/listen.out || [ $i -ge ${WAIT_TRIES * 2} ]; do metald-pkt echo ${o.attacker} Q2-LISTENING >/dev/null; sleep 0.5; i=$((i+1)); done
+wait
+`;
+}
+
 /** Pids of live processes whose command line mentions `needle` (e.g. a test's state dir). */
 export async function pidsMentioning(needle: string): Promise<number[]> {
   const pids: number[] = [];

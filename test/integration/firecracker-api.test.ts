@@ -4,7 +4,8 @@
 // (`metald serve` itself refuses backend: firecracker on a host without
 // hardware KVM — its doctor preflight — so the daemon is not used here.) Needs root.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
 import type { FirecrackerBackend } from '../../src/backends/firecracker/firecracker-backend.js';
@@ -37,7 +38,8 @@ describe('VmService with the firecracker backend (test double)', { skip: process
 
   before(async () => {
     process.env['FC_DOUBLE_FAULT'] = 'fc-bad:PUT /drives/drive0';
-    const backend = env.backend();
+    process.env['FC_DOUBLE_CONSOLE'] = 'fc-panic=panic;fc-silent=silent';
+    const backend = env.backend({ bootTimeoutMs: 1500 });
     await backend.start();
     h = await startHarness({ configYaml: CONFIG, backend });
   });
@@ -52,6 +54,10 @@ describe('VmService with the firecracker backend (test double)', { skip: process
     assert.equal((await taps('fc-1')).length, 1);
     assert.equal((await c.bootVm({ vmId: 'fc-1' })).state, VmState.RUNNING);
     const pid = env.double.vmm('fc-1').pid;
+    // RUNNING came from the guest's word (readiness: marker) on the console Firecracker writes into the jail.
+    const serial = env.double.requests('fc-1').find((r) => r.path === '/serial')!;
+    assert.deepEqual(serial.body, { serial_out_path: '/console.log' });
+    assert.match(readFileSync(path.join(h.backend.jailDir('fc-1'), 'root', 'console.log'), 'utf8'), /\nMETALD-READY\r\n/);
     const boot = env.double.requests('fc-1').find((r) => r.path === '/boot-source')!.body as { boot_args: string };
     assert.match(boot.boot_args, /metald\.ip6=fd00:10:0:1::11\/64 metald\.gw6=fd00:10:0:1::1/);
     assert.equal((await c.pauseVm({ vmId: 'fc-1' })).state, VmState.PAUSED);
@@ -82,5 +88,31 @@ describe('VmService with the firecracker backend (test double)', { skip: process
     await c.deleteVm({ vmId: 'fc-bad' });
     assert.deepEqual(await taps('fc-bad'), []);
     assert.equal(existsSync(h.backend.jailDir('fc-bad')), false);
+  });
+
+  it('a guest kernel panic: BootVm fails at once, FAILED with the console tail, no VMM left', async () => {
+    const c = h.client(TOKENS.customer);
+    await c.createVm({ vmId: 'fc-panic', config: config(13) });
+    const t0 = Date.now();
+    await assert.rejects(c.bootVm({ vmId: 'fc-panic' }));
+    assert.ok(Date.now() - t0 < 1500, 'the panic ended the wait, not the boot timeout');
+    const info = (await c.getVmInfo({ vmId: 'fc-panic' })).vm!;
+    assert.equal(info.state, VmState.FAILED);
+    assert.match(info.failureReason, /kernel panic[\s\S]*console tail:[\s\S]*Linux version[\s\S]*Kernel panic - not syncing: VFS/);
+    assert.equal(await alive(env.double.vmm('fc-panic').pid), false);
+    await c.deleteVm({ vmId: 'fc-panic' });
+    assert.equal(existsSync(h.backend.jailDir('fc-panic')), false);
+  });
+
+  it('a guest that never reports ready: FAILED after boot_timeout, VMM killed', async () => {
+    const c = h.client(TOKENS.customer);
+    await c.createVm({ vmId: 'fc-silent', config: config(14) });
+    await assert.rejects(c.bootVm({ vmId: 'fc-silent' }));
+    const info = (await c.getVmInfo({ vmId: 'fc-silent' })).vm!;
+    assert.equal(info.state, VmState.FAILED);
+    assert.match(info.failureReason, /no METALD-READY on the console within 1500 ms; console tail:\n\(empty\)/);
+    assert.equal(await alive(env.double.vmm('fc-silent').pid), false, 'the VMM of a failed boot still runs');
+    await c.deleteVm({ vmId: 'fc-silent' });
+    assert.deepEqual(await taps('fc-silent'), []);
   });
 });

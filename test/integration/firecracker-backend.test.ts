@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { rawRequest } from '../../src/backends/firecracker/api-client.js';
 import { apiSocketPath } from '../../src/backends/firecracker/jailer-command.js';
 import type { HostNics } from '../../src/backends/firecracker/host-nics.js';
-import { IpTuntapNics } from '../../src/backends/firecracker/host-nics.js';
+import { DataPlaneNics } from '../../src/backends/firecracker/host-nics.js';
 import { ipIn, ipJson } from '../../src/kernel/netns.js';
 import { readProcStat } from '../../src/backends/sandbox/guest-process.js';
 import { JAIL_GID, JAIL_UID, newFcEnv, type FcEnv } from '../helpers/firecracker-env.js';
@@ -144,6 +144,25 @@ test('create, boot, pause, resume, shutdown, boot again, delete: legal requests,
   }
 });
 
+test('readiness: vmm makes a guest that cannot report RUNNING once Firecracker runs it', { skip: process.env['FC_REAL_FIRECRACKER'] !== undefined }, async (t) => {
+  const env = newFcEnv();
+  t.after(() => env.cleanup());
+  process.env['FC_DOUBLE_CONSOLE'] = 'vm-mute1=silent;vm-mute2=silent';
+  const spec = env.spec('vm-mute1');
+  const vmmReady = env.backend({ readiness: 'vmm', bootTimeoutMs: 60_000 });
+  await vmmReady.start();
+  const h = await vmmReady.boot(spec, await vmmReady.create(spec));
+  assert.equal(await vmmReady.status(h), 'running');
+  await vmmReady.delete('vm-mute1', h);
+  // The same guest under readiness: marker fails after the timeout.
+  const marker = env.backend({ bootTimeoutMs: 300 });
+  const spec2 = env.spec('vm-mute2');
+  const h2 = await marker.create(spec2);
+  await assert.rejects(marker.boot(spec2, h2), /boot of vm-mute2 failed: no METALD-READY on the console within 300 ms/);
+  assert.equal(await alive(env.double.vmm('vm-mute2').pid), false);
+  await marker.delete('vm-mute2', h2);
+});
+
 test('a guest that ignores Ctrl-Alt-Del is killed after the shutdown timeout', { skip: process.env['FC_REAL_FIRECRACKER'] !== undefined }, async (t) => {
   const env = newFcEnv();
   t.after(() => env.cleanup());
@@ -180,7 +199,7 @@ test('a request the VMM rejects fails the boot with Firecracker\'s reason and le
 test('a tap Firecracker cannot open (no vnet_hdr) is a clear boot error', { skip: process.env['FC_REAL_FIRECRACKER'] !== undefined }, async (t) => {
   const env = newFcEnv();
   t.after(() => env.cleanup());
-  const real = new IpTuntapNics(env.dp);
+  const real = new DataPlaneNics(env.dp);
   const noVnetHdr: HostNics = {
     ...real,
     tapOwner: (n) => real.tapOwner(n),

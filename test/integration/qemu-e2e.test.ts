@@ -12,13 +12,27 @@ import {
   alive, baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, taggedPids, TOKENS, writeConfig, type Daemon,
 } from '../helpers/daemon-harness.js';
 import { ping6 } from '../helpers/hostnet-kernel.js';
-import { guestImage, guestRun, pidsMentioning, pingScript } from '../helpers/qemu-guests.js';
+import { nftList } from '../../src/kernel/nft.js';
+import {
+  attackScript, guestImage, guestRun, listenScript, pidsMentioning, pingScript, ROGUE_PREFIX,
+} from '../helpers/qemu-guests.js';
 
 const GW = 'fd00:77:0:5::1';
+const SPOOF = 'fd00:77:0:5::99';
+const ATTACKS = 3;
+// q1 attacks the port guards from inside its guest once it has pinged; q2 listens (guest/metald-pkt.c).
 const VMS = [
-  { id: 'q1', addr: 'fd00:77:0:5::11', other: 'fd00:77:0:5::12' },
-  { id: 'q2', addr: 'fd00:77:0:5::12', other: 'fd00:77:0:5::11' },
+  { id: 'q1', addr: 'fd00:77:0:5::11', other: 'fd00:77:0:5::12',
+    then: attackScript({ self: 'fd00:77:0:5::11', victim: 'fd00:77:0:5::12', spoof: SPOOF, count: ATTACKS }) },
+  { id: 'q2', addr: 'fd00:77:0:5::12', other: 'fd00:77:0:5::11', then: listenScript({ attacker: 'fd00:77:0:5::11' }) },
 ];
+
+/** Packets a port's per-port drop counter holds for `reason` (set d_<reason> of the bridge guard table). */
+async function drops(dp: string, table: string, reason: string, dev: string): Promise<number> {
+  const [o] = await nftList(dp, ['set', 'bridge', table, `d_${reason}`]);
+  const set = o?.['set'] as { elem?: { elem?: { val: string; counter?: { packets: number } } }[] } | undefined;
+  return set?.elem?.find((e) => e.elem?.val === dev)?.elem?.counter?.packets ?? 0;
+}
 
 describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
   const env = await newEnv();
@@ -35,7 +49,11 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
         accel: 'tcg', kernel_path: image.kernel, initrd_path: image.initrd, image_dirs: [image.dir],
         state_dir: stateDir, boot_timeout: '90s',
       },
-      ipv6: { default_pool: { id: 'test', prefix: 'fd00:77::/48' }, bridge: { name: 'brq' } },
+      // The bridge address makes radvd advertise on brq: its RAs are the listener's control (q2 sees RAs).
+      ipv6: {
+        default_pool: { id: 'test', prefix: 'fd00:77::/48', reserved: [GW] },
+        bridge: { name: 'brq', ipv6_address: `${GW}/64` },
+      },
     }));
     daemon = await startDaemon(env);
   });
@@ -52,7 +70,7 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
         vmId: v.id,
         config: {
           tenantId: 'tenant-a',
-          boot: { kernelArgs: guestRun(pingScript([GW, v.other])) },
+          boot: { kernelArgs: guestRun(pingScript([GW, v.other]) + v.then) },
           network: [{ id: 'eth0', bridgeName: 'brq', ipv6: { address: `${v.addr}/64`, gateway: GW } }],
         },
       });
@@ -70,7 +88,6 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
       await ping6(env.dp, v.addr, ['-W5']);
     }
     // The guests' own pings, read from their consoles.
-    const { readFile } = await import('node:fs/promises');
     for (const v of VMS) {
       const file = path.join(stateDir, v.id, 'console.log');
       let con = '';
@@ -83,6 +100,32 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
       assert.match(con, new RegExp(`PING-OK ${v.other}\\b`), con);
     }
     assert.ok(bootMs < 90_000, `boot took ${bootMs} ms`);
+  });
+
+  it('from inside q1, spoofed-source echoes and rogue RAs are dropped before q2 and counted against q1', async () => {
+    const con = await Promise.all(VMS.map((v) => readFile(path.join(stateDir, v.id, 'console.log'), 'utf8')));
+    const [attacker, victim] = con as [string, string];
+    const taps = await Promise.all(VMS.map(async (v) => (await admin.getVmInfo({ vmId: v.id })).vm!.networkStatus[0]!.hostDevice));
+    const table = `${env.inst}_guard`;
+    const counts = async (dev: string) => ({
+      source_guard: await drops(env.dp, table, 'source_guard', dev), ra_guard: await drops(env.dp, table, 'ra_guard', dev),
+    });
+    const [c1, c2] = [await counts(taps[0]!), await counts(taps[1]!)];
+    const seen = `attacker console:\n${attacker}\nvictim console:\n${victim}\ncounters q1 ${JSON.stringify(c1)} q2 ${JSON.stringify(c2)}`;
+    // The attack really left q1 ...
+    assert.equal(attacker.match(new RegExp(`SENT echo dst=${VMS[1]!.addr} text=SPOOF src=${SPOOF}`, 'g'))?.length, ATTACKS, seen);
+    assert.match(attacker, new RegExp(`SENT ra prefix=${ROGUE_PREFIX} count=${ATTACKS}`), seen);
+    // ... q2's listener worked (q1's own echoes before and after the attack, radvd's answer to its RS) ...
+    assert.match(victim, new RegExp(`RX echo src=${VMS[0]!.addr} text=ATTACK-START`), seen);
+    assert.match(victim, new RegExp(`RX echo src=${VMS[0]!.addr} text=METALD-END\r?\nLISTEN-END`), seen);
+    assert.match(victim, /RX ra src=fe80::\S+ prefix=fd00:77:0:5::\/64/, seen);
+    // ... and got none of it.
+    assert.doesNotMatch(victim, /text=SPOOF/, seen);
+    assert.doesNotMatch(victim, new RegExp(`prefix=${ROGUE_PREFIX}`), seen);
+    // Counted on q1's port under the right reasons, nothing on q2's.
+    assert.ok(c1.source_guard >= ATTACKS, seen);
+    assert.ok(c1.ra_guard >= ATTACKS, seen);
+    assert.deepEqual(c2, { source_guard: 0, ra_guard: 0 }, seen);
   });
 
   it('the guests keep running across a metald restart and are adopted', async () => {
@@ -118,10 +161,21 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
     assert.match(info.failureReason, /kernel panic[\s\S]*console tail:[\s\S]*Kernel panic/);
   });
 
-  it('Delete leaves no process, tap or file', async () => {
+  it('Delete leaves no process, tap, rule or file', async () => {
     const taps = await Promise.all(['q1', 'q2', 'q3'].map(async (id) => (await admin.getVmInfo({ vmId: id })).vm!.networkStatus[0]!.hostDevice));
     for (const id of ['q1', 'q2', 'q3']) await client(env, TOKENS.a).deleteVm({ vmId: id });
     for (const t of taps) assert.equal(await linkExists(env.dp, t), false, `tap ${t}`);
+    // The guard table stays (other VMs may come), but no element, counter or rule names a deleted
+    // port. Exception: the packet path's rate-limit meters (`lim_*` sets, flag timeout) keep the
+    // port's entry until it expires (<= 60 s); the firewall plane does not flush them on delete.
+    const objs = await nftList(env.dp, ['table', 'bridge', `${env.inst}_guard`]);
+    assert.ok(objs.length > 10, 'the guard table is still listed');
+    const meter = (o: Record<string, unknown>) => {
+      const set = o['set'] as { name?: string; flags?: string[] } | undefined;
+      return set?.name?.startsWith('lim_') === true && set.flags?.includes('timeout') === true;
+    };
+    const named = (t: string) => objs.filter((o) => !meter(o)).map((o) => JSON.stringify(o)).filter((o) => o.includes(`"${t}"`));
+    for (const t of taps) assert.deepEqual(named(t), [], `guard objects naming ${t}`);
     assert.deepEqual(await pidsMentioning(stateDir), []);
     for (const id of ['q1', 'q2', 'q3']) assert.equal(await stat(path.join(stateDir, id)).then(() => true, () => false), false);
     // The daemon's own helpers (its long-lived `ip -batch` session, radvd) carry the tag too: look for VMMs.

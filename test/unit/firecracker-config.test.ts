@@ -31,7 +31,7 @@ test('defaults: jailer on, seccomp on, unprivileged uid', () => {
   const { config } = parseConfig('backend: firecracker\n', 'test');
   assert.deepEqual(config.firecracker, {
     binary_path: '/usr/local/bin/firecracker', jailer_path: '/usr/local/bin/jailer', uid: 10000, gid: 10000,
-    chroot_base_dir: '/srv/jailer', nic_rate_limit: {},
+    chroot_base_dir: '/srv/jailer', boot_timeout: 60_000, readiness: 'marker', nic_rate_limit: {},
   });
   const args = firecrackerFromConfig(config).jailerCommand({ id: 'vm-1', vcpuCount: 1, memoryBytes: 128n << 20n })[1];
   assert.ok(!args.includes('--no-seccomp'));
@@ -42,6 +42,7 @@ test('unsafe or unusable firecracker settings are refused, naming the key', () =
     ['backend: firecracker\nsecurity: { jailer_enabled: false }\n', /security\.jailer_enabled.*must be true with backend: firecracker/],
     ['backend: firecracker\nsecurity: { enable_process_isolation: false }\n', /security\.enable_process_isolation/],
     ['backend: firecracker\nfirecracker: { uid: 0 }\n', /firecracker\.uid.*from 1 to/],
+    ['backend: firecracker\nfirecracker: { readiness: guest }\n', /firecracker\.readiness/],
     ['backend: firecracker\nfirecracker: { binary_path: /usr/bin/vmm }\n', /firecracker\.binary_path.*must contain "firecracker"/],
     ['backend: firecracker\nfirecracker: { chroot_base_dir: jails }\n', /firecracker\.chroot_base_dir.*absolute/],
     ['firecracker: { nic_rate_limit: { rx_bytes_per_sec: 0 } }\n', /rx_bytes_per_sec/],

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import type { BackendVmSpec } from '../../src/backends/backend.js';
 import { assertQemuPath, kernelCommandLine, qemuArgv, tscKhzFromCpuinfo, type QemuLaunch } from '../../src/backends/qemu/argv.js';
-import { consoleTail } from '../../src/backends/qemu/console.js';
+import { consoleTail } from '../../src/backends/serial-console.js';
 
 const fixture = (name: string) => new URL(`../fixtures/qemu/${name}`, import.meta.url).pathname;
 

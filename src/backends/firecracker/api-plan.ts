@@ -25,6 +25,8 @@ export const DEFAULT_BOOT_ARGS = 'console=ttyS0 reboot=k panic=1 pci=off';
 /** In-chroot names of the staged assets. */
 export const KERNEL_IN_JAIL = '/vmlinux';
 export const INITRD_IN_JAIL = '/initrd';
+/** The guest's serial console (PUT /serial): readiness is read from it, a failed boot explained with it. */
+export const CONSOLE_IN_JAIL = '/console.log';
 export const driveInJail = (i: number) => `/drive${i}`;
 /** Firecracker API ids (path segment and body): fixed, never taken from the request. */
 export const driveApiId = (i: number) => `drive${i}`;
@@ -69,6 +71,8 @@ export function preBootRequests(spec: BackendVmSpec, rate: NicRateLimit = {}): A
         ...(spec.initrdPath !== '' ? { initrd_path: INITRD_IN_JAIL } : {}),
       },
     },
+    // Without it a daemonised Firecracker's serial output goes to /dev/null (the jailer's stdio).
+    { method: 'PUT', path: '/serial', body: { serial_out_path: CONSOLE_IN_JAIL } },
   ];
   spec.drives.forEach((d, i) => {
     reqs.push({

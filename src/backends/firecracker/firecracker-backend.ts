@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { chown, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
   BackendHandle, BackendStatus, BackendVmSpec, ShutdownOptions, VmBackend,
@@ -7,12 +7,13 @@ import type {
 import { liveGuest, readProcStat, signal, waitFor, type Guest } from '../sandbox/guest-process.js';
 import { assertIfName, assertMac, assertNetnsName } from '../../kernel/names.js';
 import { ipIn, netnsAdd, netnsExists } from '../../kernel/netns.js';
+import { consoleTail, readFrom, watchBoot } from '../serial-console.js';
 import {
-  DESCRIBE, INITRD_IN_JAIL, INSTANCE_START, KERNEL_IN_JAIL, SEND_CTRL_ALT_DEL, driveInJail, preBootRequests, vmState,
+  CONSOLE_IN_JAIL, DESCRIBE, INITRD_IN_JAIL, INSTANCE_START, KERNEL_IN_JAIL, SEND_CTRL_ALT_DEL, driveInJail, preBootRequests, vmState,
   type NicRateLimit,
 } from './api-plan.js';
 import { call, rawRequest } from './api-client.js';
-import { IpTuntapNics, type HostNics } from './host-nics.js';
+import { DataPlaneNics, type HostNics } from './host-nics.js';
 import { checkAsset, exists, freshChroot, removeJail, stageAsset, type Asset, type StageMethod } from './jail.js';
 import {
   apiSocketPath, chrootDir, execFileName, jailDir, jailerArgs, pidFilePath, type JailerSettings,
@@ -23,6 +24,10 @@ import {
 // the VMM over its API socket; the VMM's pid and start time are the handle, so
 // a restarted metald finds it again. Firecracker cannot reboot in place (a
 // guest reboot ends the process), hence reboot = shutdown + boot.
+// Readiness (decision 0023, as for qemu): with `marker` a boot returns once the
+// guest prints METALD-READY on its serial console (PUT /serial into the jail);
+// a kernel panic, the VMM's exit or the boot timeout fail it with the console
+// tail. `vmm`: once Firecracker reports Running, for guests that cannot report.
 
 export interface FirecrackerBackendOptions {
   instanceName: string;
@@ -39,6 +44,10 @@ export interface FirecrackerBackendOptions {
   /** cgroup v2 mount point, for removing the VM's cgroup on delete; default from /proc/mounts. */
   cgroupRoot?: string;
   nics?: HostNics;
+  /** marker (default): RUNNING once the guest prints METALD-READY; vmm: once Firecracker says Running. */
+  readiness?: 'marker' | 'vmm';
+  /** Longest a boot may take until ready (default 60 s). */
+  bootTimeoutMs?: number;
   log?: { info(o: object, msg: string): void; warn(o: object, msg: string): void };
 }
 
@@ -55,6 +64,7 @@ const VM_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const JAILER_TIMEOUT_MS = 10_000;
 const SOCKET_WAIT_MS = 5_000;
 const KILL_WAIT_MS = 5_000;
+const BOOT_TIMEOUT_MS = 60_000;
 
 function assertVmId(id: string): string {
   if (!VM_ID.test(id)) throw new Error(`invalid VM id ${JSON.stringify(id)}`);
@@ -102,7 +112,7 @@ export class FirecrackerBackend implements VmBackend {
       parentCgroup: `metald-${opts.instanceName}`,
       seccomp: opts.seccomp,
     };
-    this.nics = opts.nics ?? new IpTuntapNics(opts.dataplaneNetns);
+    this.nics = opts.nics ?? new DataPlaneNics(opts.dataplaneNetns);
   }
 
   /** The jailer command line for a VM (what boot() runs). */
@@ -174,6 +184,10 @@ export class FirecrackerBackend implements VmBackend {
       const methods: StageMethod[] = [];
       for (const a of this.assets(spec)) methods.push(await stageAsset(chroot, a, this.opts));
       booted.staged = methods;
+      // Made here, owned by the jail user: Firecracker opens it after dropping root.
+      const consoleLog = join(chroot, CONSOLE_IN_JAIL);
+      await writeFile(consoleLog, '', { mode: 0o600 });
+      await chown(consoleLog, this.opts.uid, this.opts.gid);
       const [file, args] = this.jailerCommand(spec);
       await runJailer(file, args);
       const pid = Number((await readFile(pidFilePath(this.jailer, spec.id), 'utf8')).trim());
@@ -190,6 +204,7 @@ export class FirecrackerBackend implements VmBackend {
       await call(sock, INSTANCE_START);
       const state = await this.describe(spec.id);
       if (state !== 'Running') throw new Error(`firecracker of ${spec.id} reports ${JSON.stringify(state)} after InstanceStart`);
+      if ((this.opts.readiness ?? 'marker') === 'marker') await this.awaitReady(spec.id, booted, consoleLog);
       this.opts.log?.info({ vm_id: spec.id, pid, staged: methods }, 'firecracker started');
       return booted;
     } catch (err) {
@@ -197,6 +212,20 @@ export class FirecrackerBackend implements VmBackend {
       await removeJail(jail).catch(() => {});
       throw err;
     }
+  }
+
+  /** Until the guest's ready marker; else an error with the console tail (→ failure_reason). */
+  private async awaitReady(vmId: string, g: Guest, consoleLog: string): Promise<void> {
+    const timeoutMs = this.opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS;
+    const outcome = await watchBoot(consoleLog, {
+      offset: 0, // a fresh jail, so a fresh console, at every boot
+      timeoutMs,
+      vmm: 'firecracker',
+      alive: async () => (await liveGuest(g)) !== undefined,
+    });
+    if (outcome.ready) return;
+    const tail = consoleTail(await readFrom(consoleLog, 0));
+    throw new Error(`boot of ${vmId} failed: ${outcome.why}; console tail:\n${tail || '(empty)'}`);
   }
 
   /** Firecracker's instance state ("Not started", "Running", "Paused"). */

@@ -23,6 +23,8 @@ export function firecrackerFromConfig(
       rxPacketsPerSec: r.rx_packets_per_sec,
       txPacketsPerSec: r.tx_packets_per_sec,
     },
+    readiness: fc.readiness,
+    bootTimeoutMs: fc.boot_timeout,
     log,
   });
 }

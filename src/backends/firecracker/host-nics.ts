@@ -1,9 +1,12 @@
+import { IpSession } from '../../kernel/ip-session.js';
 import { assertIfName } from '../../kernel/names.js';
-import { ipIn, ipJson, linkDelete, linkShow } from '../../kernel/netns.js';
+import { ipJson, linkDelete, linkShow } from '../../kernel/netns.js';
+import { DataPlaneTaps, tapLines, type TapSpec } from '../../network/taps.js';
 
-// Taps for Firecracker, behind a small interface so the host-networking
-// layer's own tap adapter can replace this one. Attaching a tap to its bridge
-// is the network plane's job (it attaches nic.hostDevice), not the backend's.
+// Taps for Firecracker, made by the host-networking layer's DataPlaneTaps
+// lines on one long-lived `ip -batch` session (no `ip` process per tap,
+// decision 0022). Attaching a tap to its bridge is the network plane's job
+// (it attaches nic.hostDevice), not the backend's.
 //
 // Each tap carries its owner ("<instance>:<vm id>") as its link alias: delete
 // never removes a tap whose name has since gone to another VM, and residues
@@ -34,21 +37,38 @@ function assertOwner(owner: string): string {
   return owner;
 }
 
-/** `ip tuntap` in the data-plane namespace (undefined = the root namespace). */
-export class IpTuntapNics implements HostNics {
-  constructor(private readonly netns: string | undefined) {}
+/** Taps in the data-plane namespace (undefined = the root namespace). */
+export class DataPlaneNics implements HostNics {
+  private readonly session: IpSession;
+  private readonly taps: DataPlaneTaps;
 
+  constructor(private readonly netns: string | undefined) {
+    this.session = new IpSession(netns);
+    this.taps = new DataPlaneTaps(netns, this.session);
+  }
+
+  /**
+   * The usual case — a new tap — is two session round trips: `tuntap add`
+   * (vnet_hdr: Firecracker opens taps with IFF_VNET_HDR and fails on a tap made
+   * without it), then MTU, owner alias and up. Only when the add fails is the
+   * kernel read: a tap of that name is accepted only if its alias names this
+   * VM (a retried create), never one that belongs to another.
+   */
   async ensureTap(name: string, opts: TapOptions): Promise<void> {
-    assertIfName(name);
     assertOwner(opts.owner);
-    const link = await linkShow(this.netns, name);
-    if (link === undefined) {
-      // vnet_hdr: Firecracker opens taps with IFF_VNET_HDR and fails on a tap made without it.
-      await ipIn(this.netns, ['tuntap', 'add', 'dev', name, 'mode', 'tap', 'user', String(opts.uid), 'group', String(opts.gid), 'vnet_hdr']);
-    } else if (link['ifalias'] !== opts.owner) {
-      throw new Error(`host device ${name} exists and belongs to ${JSON.stringify(link['ifalias'] ?? 'someone else')}, not ${opts.owner}`);
+    const spec: TapSpec = { name, mtu: opts.mtu, owner: { uid: opts.uid, gid: opts.gid } };
+    const [add] = tapLines(spec);
+    try {
+      await this.session.run([add!]);
+    } catch (err) {
+      const owner = await this.tapOwner(name);
+      if (owner === undefined) throw err;
+      if (owner !== opts.owner) {
+        throw new Error(`host device ${name} exists and belongs to ${JSON.stringify(owner || 'someone else')}, not ${opts.owner}`);
+      }
+      await this.taps.ensureTap(spec); // checks its type, flags and uid/gid
     }
-    await ipIn(this.netns, ['link', 'set', 'dev', name, 'mtu', String(opts.mtu), 'alias', opts.owner, 'up']);
+    await this.session.run([`link set dev ${name} mtu ${opts.mtu} alias ${opts.owner} up`]);
   }
 
   async removeTap(name: string, owner: string): Promise<void> {

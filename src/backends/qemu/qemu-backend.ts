@@ -10,8 +10,8 @@ import { ipIn, netnsAdd, netnsExists } from '../../kernel/netns.js';
 import { liveGuest, readProcStat, signal, waitFor, type Guest } from '../sandbox/guest-process.js';
 import { chooseAccel, type AccelMode } from './accel.js';
 import { assertQemuPath, qemuArgv, tscKhzFromCpuinfo, type Accel, type LaunchFiles, type Machine } from './argv.js';
-import { consoleTail, fileSize, readFrom, watchBoot } from './console.js';
-import { netnsTaps, type HostNics } from './host-nics.js';
+import { consoleTail, fileSize, readFrom, watchBoot } from '../serial-console.js';
+import { dataPlaneNics, type HostNics } from './host-nics.js';
 import { qmp, queryStatus } from './qmp.js';
 
 // Real guests in qemu-system-x86_64 (docs/decisions/0023): one daemonised
@@ -94,7 +94,7 @@ export class QemuBackend implements VmBackend {
     assertQemuPath(opts.stateDir, 'qemu.state_dir');
     if (!Number.isInteger(opts.bootTimeoutMs) || opts.bootTimeoutMs <= 0) throw new Error('invalid boot timeout');
     this.opts = { ...opts, imageDirs: [...opts.imageDirs] };
-    this.nics = opts.hostNics ?? netnsTaps(opts.dataplaneNetns);
+    this.nics = opts.hostNics ?? dataPlaneNics(opts.dataplaneNetns);
   }
 
   vmDir(vmId: string): string {

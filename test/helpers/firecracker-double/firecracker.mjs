@@ -18,9 +18,15 @@
 // FC_DOUBLE_FAULT="[<vm id>:]METHOD /path[;...]" makes that request fail (400) to test error paths
 // (for every VM, or only for the VM with that id);
 // FC_DOUBLE_CTRL_ALT_DEL=ignore makes the "guest" ignore SendCtrlAltDel.
+// The "guest" writes a console to PUT /serial's file after InstanceStart, but only
+// when its boot args carry console=ttyS0 (as a real kernel would): a few kernel
+// lines, then guest/init's METALD-READY. FC_DOUBLE_CONSOLE="<vm id>=panic|silent[;...]"
+// makes that VM's guest panic (console line, then Firecracker exits, as with
+// panic=1 reboot=k) or print nothing.
 
 import { execFileSync } from 'node:child_process';
 import { accessSync, appendFileSync, constants, statSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import http from 'node:http';
 import { join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,7 +72,9 @@ const vm = {
   nics: new Map(),
   mmdsConfig: undefined,
   mmds: undefined,
+  serialOut: undefined,
 };
+const consoleModes = new Map((process.env.FC_DOUBLE_CONSOLE ?? '').split(';').filter((e) => e.includes('=')).map((e) => e.split('=', 2)));
 
 const PRE_BOOT = new Set(['PUT /machine-config', 'PATCH /machine-config', 'PUT /boot-source', 'PUT /drives/{drive_id}',
   'PUT /network-interfaces/{iface_id}', 'PUT /mmds/config', 'PUT /cpu-config', 'PUT /vsock', 'PUT /entropy', 'PUT /logger',
@@ -161,6 +169,17 @@ function handle(method, route, params, body) {
     case 'PUT /mmds':
       vm.mmds = body;
       return { status: 204 };
+    case 'PUT /serial':
+      if (body.serial_out_path !== undefined) {
+        const host = inJail(body.serial_out_path);
+        try {
+          appendFileSync(host, ''); // opened for writing as the jail user, as Firecracker does
+        } catch (e) {
+          throw new Fault(`Unable to open serial output ${body.serial_out_path}: ${e.code ?? e.message}`);
+        }
+        vm.serialOut = host;
+      }
+      return { status: 204 };
     case 'GET /mmds':
       if (vm.mmds === undefined) throw Object.assign(new Fault('The MMDS data store is not initialized.'), { status: 404 });
       return { status: 200, body: vm.mmds };
@@ -181,6 +200,7 @@ function action(type) {
     const root = [...vm.drives.values()].some((d) => d.is_root_device);
     if (!root && vm.bootSource.initrd_path === undefined) throw new Fault('Cannot start microvm without a root block device or an initrd.');
     vm.state = 'Running';
+    void guestConsole();
     return { status: 204 };
   }
   if (vm.state === 'Not started') throw new Fault('The requested operation is not supported before starting the microVM.');
@@ -190,6 +210,25 @@ function action(type) {
     return { status: 204 };
   }
   return { status: 204 }; // FlushMetrics
+}
+
+/** What the guest prints on its serial console (see the header). */
+async function guestConsole() {
+  if (!vm.serialOut || !/(^| )console=ttyS0( |$)/.test(vm.bootSource.boot_args ?? '')) return;
+  const mode = consoleModes.get(id) ?? 'ready';
+  if (mode === 'silent') return;
+  const out = (line) => appendFileSync(vm.serialOut, `${line}\r\n`);
+  await sleep(30);
+  out('[    0.000000] Linux version 6.1.0 (firecracker double)');
+  out(`[    0.000000] Command line: ${vm.bootSource.boot_args}`);
+  await sleep(30);
+  if (mode === 'panic') {
+    out('[    0.100000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)');
+    await sleep(50);
+    process.exit(0);
+  }
+  out('METALD-INIT uptime=0.10');
+  out('METALD-READY');
 }
 
 function log(entry) {

@@ -1,8 +1,10 @@
 import { open, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-// The guest's serial console, as qemu appends it to a file: where readiness
-// is read from, and what a failed boot is explained with.
+// The guest's serial console, as the VMM appends it to a file (qemu's
+// -serial file:, Firecracker's PUT /serial): where readiness is read from,
+// and what a failed boot is explained with. Shared by the qemu and
+// firecracker backends.
 
 /** The line metald's guest init prints once its network is configured (guest/init). */
 export const READY_MARKER = 'METALD-READY';
@@ -54,6 +56,8 @@ export interface WatchOptions {
   timeoutMs: number;
   /** False once the VMM process is gone. */
   alive: () => Promise<boolean>;
+  /** Names the VMM in "… exited during boot". */
+  vmm?: string;
   /** Readiness without a marker (guests that cannot report): true when the VMM says it runs. */
   vmmReady?: () => Promise<boolean>;
   pollMs?: number;
@@ -67,7 +71,7 @@ export async function watchBoot(consolePath: string, o: WatchOptions): Promise<B
     if (o.vmmReady ? await o.vmmReady() : READY_LINE.test(text)) return { ready: true };
     const panic = PANIC.exec(text);
     if (panic) return { ready: false, why: `guest kernel panic (${panic[0]})` };
-    if (!(await o.alive())) return { ready: false, why: 'qemu exited during boot' };
+    if (!(await o.alive())) return { ready: false, why: `${o.vmm ?? 'qemu'} exited during boot` };
     if (Date.now() >= deadline) return { ready: false, why: `no ${READY_MARKER} on the console within ${o.timeoutMs} ms` };
     await sleep(Math.min(o.pollMs ?? 50, Math.max(1, deadline - Date.now())));
   }
