@@ -26,7 +26,11 @@ export interface CollectorOptions {
   listVms: () => Promise<readonly VmRecord[]>;
   events: EventRing;
   intervalMs: number;
-  /** Share of one core collection may use (default 0.1): 80 % of it for drop counters (half of that for the fast tier while a reason is hot), 20 % for link statistics. */
+  /**
+   * Share of one core the reads' wall time may use (default 0.07): 80 % of it for drop counters (half of that for
+   * the fast tier while a reason is hot), 20 % for link statistics. Real CPU runs ~1.4x the reads' wall time
+   * (garbage collection, the VM map), so 0.07 keeps collection within 10 % of a core (bench/metrics).
+   */
   budget?: number;
   log: { warn(o: object, m?: string): void };
   now?: () => number;
@@ -43,7 +47,8 @@ export type LinkStat = (typeof LINK_STATS)[number];
 
 /** A reason whose counters moved is read every tick for this long. */
 export const HOT_MS = 2000;
-const VM_REFRESH_MS = 1000;
+/** The VM map is refreshed this often, and at once when a counter moves for a port it does not know. */
+const VM_REFRESH_MS = 5000;
 
 export interface TickStats {
   ticks: number;
@@ -84,7 +89,7 @@ export class CounterCollector {
 
   constructor(private readonly opts: CollectorOptions) {
     this.now = opts.now ?? (() => performance.now());
-    this.budget = opts.budget ?? 0.1;
+    this.budget = opts.budget ?? 0.07;
     this.stats.fullEveryMs = this.stats.linkEveryMs = opts.intervalMs;
   }
 

@@ -150,7 +150,7 @@ function setup(vms: ReturnType<typeof vmRecord>[], costMs: number, perVmLabelLim
   let list = vms;
   const collector = new CounterCollector({
     session: k.session, tables: [{ family: 'bridge', table: 't' }], listVms: async () => list, events, intervalMs: 100,
-    log: { warn: () => {} }, now: () => clock.t,
+    log: { warn: () => {} }, now: () => clock.t, budget: 0.1,
   });
   const metrics = new Metrics({ collector, ipam: () => undefined, events, perVmLabelLimit });
   return { clock, k, events, collector, metrics, setVms: (v: typeof vms) => (list = v) };
@@ -191,7 +191,7 @@ test('above the label limit the metrics are sums without VM labels, and a delete
   text = await s.metrics.registry.metrics();
   assert.match(text, /^metald_ipv6_source_guard_violations_total 11$/m, 'vb deleted: its 6 stay in the sum');
   s.setVms([vmA]);
-  s.clock.t += 1000;
+  s.clock.t += 5000; // the VM map's refresh period
   await s.collector.tick();
   assert.match(await s.metrics.registry.metrics(), /vm_id="va"/, 'one VM left: per-VM labels again');
 });
