@@ -218,6 +218,14 @@ export function configSchema(opts: SchemaOptions = {}) {
       metrics_address: hostPort.prefault('127.0.0.1:9464'),
       max_vms: intIn(1).default(50000),
       metrics_collection_interval: duration().prefault('100ms'),
+      // Per-VM labels (vm_id, tenant_id) on metrics while there are at most this many VMs; 0 = never.
+      metrics_per_vm_label_limit: intIn(0).default(1000),
+      security_events: z
+        .strictObject({
+          retention: duration({ min: 1000 }).prefault('24h'),
+          max_events: intIn(1, 10_000_000).default(100_000),
+        })
+        .prefault({}),
       shutdown_timeout: duration().prefault('30s'),
       auth: auth.prefault({}),
       tls: tls.optional(),

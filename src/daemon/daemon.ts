@@ -28,6 +28,10 @@ import { AttachmentSplitPlane } from '../network/split-plane.js';
 import { RadvdSupervisor } from '../network/radvd/supervisor.js';
 import type { Logger } from '../observability/logger.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { EventRing } from '../events/security-events.js';
+import { securityEventsRoute } from '../events/events-route.js';
+import { tapSecurityLog } from '../events/log-tap.js';
+import { Observability } from '../observability/observability.js';
 import type { Store } from '../store/store.js';
 
 // Wires the adapters to the core. Nothing here decides policy: it builds
@@ -54,11 +58,13 @@ export class Daemon {
     readonly api: ApiServer,
     readonly address: { host: string; port: number },
     private readonly log: Logger,
+    readonly observability: Observability,
   ) {}
 
   static async start(cfg: MetaldConfig, opts: DaemonOptions): Promise<Daemon> {
     const log = opts.log;
-    const auth = buildAuth(cfg, log);
+    const events = new EventRing(cfg.security_events.max_events, cfg.security_events.retention);
+    const auth = buildAuth(cfg, log, events);
     const backend = buildBackend(cfg, log);
     const store = SqliteStore.open(cfg.data_dir);
     try {
@@ -89,14 +95,15 @@ export class Daemon {
         maxVms: cfg.max_vms,
         defaultShutdownTimeoutMs: cfg.shutdown_timeout,
         validation: validationContext(cfg),
-      }, log);
+      }, tapSecurityLog(log, events));
       const reconciler = new Reconciler(store, backend, network, manager, log);
       const report = await reconciler.reconcileAll();
       log.info({ ...report }, 'start-up reconcile done');
       await manager.loadIndexes();
 
+      const obs = new Observability(cfg, { store, manager, network, events, log });
       const observer: RpcObserver = {
-        onRpc: () => {},
+        onRpc: (method, code, seconds) => obs.metrics.observeRpc(method, code, seconds),
         onInternalError: (method, err) => log.error({ method, err: err instanceof Error ? err.stack : String(err) }, 'internal error'),
       };
       const envelope = new RpcEnvelope(auth, observer);
@@ -108,10 +115,12 @@ export class Daemon {
           registerPoolService(router, { manager, store, quarantineMs: cfg.ipv6.quarantine }, envelope);
         },
         fastPath: createFastReads(new VmReads(manager), envelope),
+        extra: securityEventsRoute(events, envelope),
         tls: cfg.tls ? { certFile: cfg.tls.cert_file, keyFile: cfg.tls.key_file } : undefined,
       });
       const address = await api.listen();
-      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log);
+      await obs.start();
+      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log, obs);
       d.schedule(opts.reconcileIntervalMs ?? 10_000);
       log.info({ address, backend: backend.name, data_dir: cfg.data_dir, tls: !!cfg.tls }, 'metald serving');
       return d;
@@ -138,6 +147,7 @@ export class Daemon {
   /** Stops serving; VMs (and radvd) keep running (the next start adopts them). */
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    await this.observability.stop();
     await this.api.close();
     if (this.network instanceof RadvdPlane || this.network instanceof FirewallPlane) await this.network.release();
     await this.backend.stop();
@@ -180,14 +190,16 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
   return new FirewallPlane(guarded, { ...firewallOptions(cfg), log, trustedPorts: () => plane.possibleUplinkPorts() });
 }
 
-function buildAuth(cfg: MetaldConfig, log: Logger): Authenticator {
+function buildAuth(cfg: MetaldConfig, log: Logger, events: EventRing): Authenticator {
   if (cfg.auth.mode === 'none') {
     log.warn({ listen_address: cfg.listen_address }, 'authentication is DISABLED (auth.mode: none): every caller is admin');
   } else if (cfg.auth.tokens.length === 0) {
     throw new Error('auth.tokens is empty: add at least one token (see docs/config.md), or set auth.mode: none explicitly');
   }
-  return new Authenticator(cfg.auth.mode, cfg.auth.tokens, (f) =>
-    log.warn({ security_event: 'auth_failure', reason: f.reason }, 'authentication failed'));
+  return new Authenticator(cfg.auth.mode, cfg.auth.tokens, (f) => {
+    log.warn({ security_event: 'auth_failure', reason: f.reason }, 'authentication failed');
+    events.add({ type: 'auth_failure', severity: 'medium', vm_id: '', tenant_id: '', nic: '', port: '', reason: f.reason, count: 1 });
+  });
 }
 
 function buildBackend(cfg: MetaldConfig, log: Logger): VmBackend {

@@ -1,0 +1,220 @@
+// The pure parts of metrics and security events: dump parsing, monotonic
+// totals with counter restarts, deltas to events, the event ring, the
+// events query, the per-VM label switch.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MonotonicCounters } from '../../src/observability/counters.js';
+import { parseCounterSet, parseNftJson, parseProcNetDev } from '../../src/observability/kernel-dumps.js';
+import { parseHostPort, usePerVmLabels } from '../../src/observability/metrics.js';
+import { EventRing, GUARD_SEVERITY } from '../../src/events/security-events.js';
+import { eventQuery } from '../../src/events/events-route.js';
+import { MetaldError } from '../../src/core/errors.js';
+import { DROP_REASONS } from '../../src/firewall/guard-names.js';
+
+// `nft -j list set bridge t d_ra_guard` as nft 1.0.6 prints it (two counted elements).
+const SET_JSON = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, '
+  + '{"set": {"family": "bridge", "name": "d_ra_guard", "table": "t", "type": "ifname", "handle": 42, "size": 262144, "flags": ["dynamic"], '
+  + '"elem": [{"elem": {"val": "mtdva1", "counter": {"packets": 3, "bytes": 270}}}, {"elem": {"val": "mtdvb2", "counter": {"packets": 0, "bytes": 0}}}]}}]}';
+
+test('a counter set dump parses to port -> packets with the set handle', () => {
+  const s = parseCounterSet(parseNftJson(SET_JSON))!;
+  assert.equal(s.name, 'd_ra_guard');
+  assert.equal(s.handle, 42);
+  assert.deepEqual([...s.packets], [['mtdva1', 3], ['mtdvb2', 0]]);
+  assert.deepEqual([...parseCounterSet(parseNftJson('{"nftables": [{"set": {"name": "d_x", "handle": 1}}]}'))!.packets], []);
+});
+
+test('/proc/net/dev parses to rx/tx bytes and packets per link', () => {
+  const text = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+mtdva1:    1296      12    0    0    0     0          0         0      906       9    0    0    0     0       0          0
+`;
+  const m = parseProcNetDev(text);
+  assert.deepEqual(m.get('mtdva1'), { rxBytes: 1296, rxPackets: 12, txBytes: 906, txPackets: 9 });
+  assert.equal(m.size, 2);
+});
+
+test('totals equal the kernel counters; the first dump is a baseline, later new keys count from 0', () => {
+  const c = new MonotonicCounters();
+  assert.deepEqual(c.apply(new Map([['a', 5]])), []);
+  assert.equal(c.total('a'), 5);
+  assert.deepEqual(c.apply(new Map([['a', 8], ['b', 2]])), [{ key: 'a', count: 3 }, { key: 'b', count: 2 }]);
+  assert.equal(c.total('a'), 8);
+  assert.equal(c.sum(), 10);
+});
+
+test('a counter restart (lower value, or a new set handle) counts the new value; a gone key keeps the sum', () => {
+  const c = new MonotonicCounters();
+  c.apply(new Map([['a', 10], ['b', 4]]));
+  assert.deepEqual(c.apply(new Map([['a', 3], ['b', 4]])), [{ key: 'a', count: 3 }]);
+  assert.equal(c.total('a'), 13);
+  // Replaced table: b restarted and reached its old value again; only the handle tells.
+  assert.deepEqual(c.apply(new Map([['a', 3], ['b', 4]]), true), [{ key: 'a', count: 3 }, { key: 'b', count: 4 }]);
+  assert.equal(c.sum(), 24);
+  c.apply(new Map([['a', 3]]));
+  assert.equal(c.sum(), 24, 'b deleted: its total stays in the sum');
+  assert.equal(c.total('b'), 0);
+  assert.deepEqual([...c.keys()], ['a']);
+});
+
+test('the ring keeps the newest events within capacity and retention, filters and pages', () => {
+  let now = Date.parse('2026-01-01T00:00:00Z');
+  const ring = new EventRing(3, 60_000, () => now);
+  const seen: number[] = [];
+  ring.onEvent((e) => seen.push(e.seq));
+  const add = (vm: string, tenant: string, severity: 'low' | 'high') =>
+    ring.add({ type: 'guard_drop', severity, vm_id: vm, tenant_id: tenant, nic: 'eth0', port: `p${vm}`, reason: 'ra_guard', count: 1 });
+  add('v1', 'a', 'high');
+  now += 30_000;
+  add('v2', 'b', 'low');
+  add('v1', 'a', 'low');
+  add('v3', 'a', 'high');
+  assert.equal(ring.size, 3);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  assert.deepEqual(ring.query({ limit: 10 }).events.map((e) => e.seq), [2, 3, 4]);
+  assert.deepEqual(ring.query({ limit: 10, tenantId: 'a', severities: ['high'] }).events.map((e) => e.seq), [4]);
+  const p1 = ring.query({ limit: 2 });
+  assert.deepEqual([p1.events.map((e) => e.seq), p1.next], [[2, 3], 3]);
+  assert.deepEqual(ring.query({ limit: 2, afterSeq: p1.next }), { events: [ring.query({ limit: 10 }).events[2]!] });
+  now += 45_000; // the three kept events are 45 s old: within the 60 s retention
+  assert.equal(ring.query({ limit: 10 }).events.length, 3);
+  now += 20_000;
+  assert.equal(ring.query({ limit: 10 }).events.length, 0, 'all older than the retention');
+  assert.equal(ring.size, 0);
+});
+
+test('every drop reason has a severity', () => {
+  for (const r of DROP_REASONS) assert.ok(GUARD_SEVERITY[r]);
+});
+
+test('event query: filters, tenant scoping and errors naming the parameter', () => {
+  const admin = { kind: 'admin', name: 'ops' } as const;
+  const tenant = { kind: 'tenant', tenantId: 'a', name: 'a' } as const;
+  const q = (s: string, p: typeof admin | typeof tenant = admin) => eventQuery(new URLSearchParams(s), p, Date.parse('2026-01-01T01:00:00Z'));
+  assert.deepEqual(q('vm_id=v1&type=guard_drop,auth_failure&severity=high&limit=5&page_token=9'),
+    { limit: 5, vmId: 'v1', types: ['guard_drop', 'auth_failure'], severities: ['high'], afterSeq: 9 });
+  assert.equal(q('since=10m').sinceMs, Date.parse('2026-01-01T00:50:00Z'));
+  assert.equal(q('since=2026-01-01T00:30:00Z').sinceMs, Date.parse('2026-01-01T00:30:00Z'));
+  assert.equal(q('', tenant).tenantId, 'a');
+  assert.equal(q('tenant_id=b').tenantId, 'b');
+  const err = (s: string, p: typeof admin | typeof tenant, kind: string, field: string) => assert.throws(() => q(s, p), (e: unknown) =>
+    e instanceof MetaldError && e.kind === kind && e.field === field);
+  err('tenant_id=b', tenant, 'permission_denied', 'tenant_id');
+  err('severity=urgent', admin, 'invalid_argument', 'severity');
+  err('type=x', admin, 'invalid_argument', 'type');
+  err('limit=0', admin, 'invalid_argument', 'limit');
+  err('since=yesterday', admin, 'invalid_argument', 'since');
+  err('page_token=abc', admin, 'invalid_argument', 'page_token');
+  err('vmid=v1', admin, 'invalid_argument', 'vmid');
+});
+
+test('per-VM labels below the limit only; 0 turns them off', () => {
+  assert.equal(usePerVmLabels(1000, 1000), true);
+  assert.equal(usePerVmLabels(1001, 1000), false);
+  assert.equal(usePerVmLabels(1, 0), false);
+  assert.deepEqual(parseHostPort('[::1]:9464'), { host: '::1', port: 9464 });
+  assert.deepEqual(parseHostPort('127.0.0.1:9464'), { host: '127.0.0.1', port: 9464 });
+});
+
+// ---- the collector and the registry against a fake kernel ----
+
+import { CounterCollector } from '../../src/observability/collector.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import type { NftSession } from '../../src/observability/nft-session.js';
+import { vmRecord } from '../helpers/hostnet-fixtures.js';
+
+/** Serves counter sets from `kernel` (reason -> port -> packets); each listing "costs" `costMs` of fake time. */
+function fakeKernel(clock: { t: number }, costMs: number) {
+  const kernel = new Map<string, Map<string, number>>();
+  const handles = new Map<string, number>();
+  const reads: string[] = [];
+  const session = {
+    async listSet(_f: string, _t: string, set: string) {
+      reads.push(set);
+      clock.t += costMs;
+      const elem = [...(kernel.get(set) ?? new Map<string, number>())].map(([val, packets]) => ({ elem: { val, counter: { packets, bytes: 0 } } }));
+      return JSON.stringify({ nftables: [{ set: { name: set, handle: handles.get(set) ?? 1, elem } }] });
+    },
+    async netDev() {
+      return 'Inter-|\n face |\n';
+    },
+  } as unknown as NftSession;
+  return { kernel, handles, reads, session };
+}
+
+function setup(vms: ReturnType<typeof vmRecord>[], costMs: number, perVmLabelLimit = 1000) {
+  const clock = { t: 0 };
+  const k = fakeKernel(clock, costMs);
+  const events = new EventRing(1000, 3_600_000);
+  let list = vms;
+  const collector = new CounterCollector({
+    session: k.session, tables: [{ family: 'bridge', table: 't' }], listVms: async () => list, events, intervalMs: 100,
+    log: { warn: () => {} }, now: () => clock.t, budget: 0.1,
+  });
+  const metrics = new Metrics({ collector, ipam: () => undefined, events, perVmLabelLimit });
+  return { clock, k, events, collector, metrics, setVms: (v: typeof vms) => (list = v) };
+}
+
+const vmA = vmRecord('va', [{ hostDevice: 'pa', bridge: 'br', mac: '52:54:00:00:00:01', address: 'fd00::1/64' }]);
+const vmB = { ...vmRecord('vb', [{ hostDevice: 'pb', bridge: 'br', mac: '52:54:00:00:00:02', address: 'fd00::2/64' }]), tenantId: 't2' };
+
+test('deltas become one event per VM, NIC and reason with the exact count; metrics equal the kernel', async () => {
+  const s = setup([vmA, vmB], 0);
+  s.k.kernel.set('d_ra_guard', new Map([['pa', 2], ['pb', 0]]));
+  await s.collector.tick();
+  assert.equal(s.events.size, 0, 'counts before metald started are a baseline, not events');
+  s.k.kernel.set('d_ra_guard', new Map([['pa', 7], ['pb', 0]]));
+  s.clock.t += 100;
+  await s.collector.tick();
+  const [e] = s.events.query({ limit: 10 }).events;
+  assert.deepEqual([e!.vm_id, e!.tenant_id, e!.nic, e!.port, e!.reason, e!.severity, e!.count], ['va', 't1', 'eth0', 'pa', 'ra_guard', 'high', 5]);
+  const text = await s.metrics.registry.metrics();
+  assert.match(text, /metald_ipv6_ra_guard_blocks_total\{vm_id="va",tenant_id="t1"\} 7/);
+  assert.match(text, /metald_ipv6_ra_guard_blocks_total\{vm_id="vb",tenant_id="t2"\} 0/);
+  assert.match(text, /metald_network_security_events_total\{reason="ra_guard",vm_id="va",tenant_id="t1"\} 7/);
+  assert.match(text, /metald_vms\{state="running"\} 2/);
+});
+
+test('above the label limit the metrics are sums without VM labels, and a deleted VM keeps the sum', async () => {
+  const vmC = vmRecord('vc', [{ hostDevice: 'pc', bridge: 'br', mac: '52:54:00:00:00:03', address: 'fd00::3/64' }]);
+  const s = setup([vmA, vmB, vmC], 0, 2);
+  s.k.kernel.set('d_source_guard', new Map([['pa', 4], ['pb', 6], ['pc', 0]]));
+  await s.collector.tick();
+  let text = await s.metrics.registry.metrics();
+  assert.match(text, /^metald_ipv6_source_guard_violations_total 10$/m);
+  assert.doesNotMatch(text, /vm_id=/);
+  s.setVms([vmA, vmC, { ...vmC, id: 'vd', nics: [{ ...vmC.nics[0]!, hostDevice: 'pd' }] }]);
+  s.k.kernel.set('d_source_guard', new Map([['pa', 5], ['pc', 0], ['pd', 0]]));
+  s.clock.t += 1000;
+  await s.collector.tick();
+  text = await s.metrics.registry.metrics();
+  assert.match(text, /^metald_ipv6_source_guard_violations_total 11$/m, 'vb deleted: its 6 stay in the sum');
+  s.setVms([vmA]);
+  s.clock.t += 5000; // the VM map's refresh period
+  await s.collector.tick();
+  assert.match(await s.metrics.registry.metrics(), /vm_id="va"/, 'one VM left: per-VM labels again');
+});
+
+test('a dump that does not fit the budget is spaced out; reasons that moved stay on the fast tick', async () => {
+  // 8 sets at 2 ms each = 16 ms per full dump: with 8 % of a core for it, one full dump per 200 ms.
+  const s = setup([vmA], 2);
+  s.k.kernel.set('d_nd_spoof', new Map([['pa', 0]]));
+  await s.collector.tick();
+  assert.equal(Math.round(s.collector.stats.fullEveryMs), 200);
+  s.k.reads.length = 0;
+  s.clock.t = 100;
+  await s.collector.tick();
+  assert.deepEqual(s.k.reads, [], 'nothing moved: no dump before the next full one');
+  s.clock.t = 210;
+  s.k.kernel.set('d_nd_spoof', new Map([['pa', 3]]));
+  await s.collector.tick();
+  assert.equal(s.k.reads.length, 8);
+  s.k.reads.length = 0;
+  s.clock.t = 310;
+  s.k.kernel.set('d_nd_spoof', new Map([['pa', 5]]));
+  await s.collector.tick();
+  assert.deepEqual(s.k.reads, ['d_nd_spoof'], 'the moved reason is read on the fast tick');
+  assert.deepEqual(s.events.query({ limit: 10 }).events.map((e) => e.count), [3, 2]);
+  assert.equal(Math.round(s.collector.stats.fullEveryMs), 200, 'that full dump ran before the reason was hot');
+});
