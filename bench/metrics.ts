@@ -10,7 +10,7 @@
 //    collector's nft session) and one /proc/net/dev read, medians of 5: what
 //    a tick would cost if it read everything every time.
 // 2. The collector as metald runs it (100 ms interval, tiered: decision
-//    0024), idle: CPU of metald's process and of the nft session over the
+//    0026), idle: CPU of metald's process and of the nft session over the
 //    phase (at least 6 s and two full dumps, at most 90 s), as % of one core;
 //    tick lateness (mean and worst).
 // 3. The same under attack: one port's ra_guard counter rises every 100 ms

@@ -1,5 +1,5 @@
 import { formatIpv6 } from '../core/net/ipv6.js';
-import { classSet, DROP_REASONS } from './guard-names.js';
+import { classSet, DROP_REASONS, IN_COUNTER_SETS } from './guard-names.js';
 import { RATE_KINDS, type PortGuard } from './port-guard.js';
 
 // PURE: the set elements that carry one port's guards. The same text goes
@@ -43,6 +43,7 @@ export function portElements(p: PortGuard): ElementMap {
   if (p.blockDestinationOptions) put('block_dst', d);
   for (const k of RATE_KINDS) put(classSet(k, p.rates[k]), d);
   for (const r of DROP_REASONS) put(`d_${r}`, d);
+  for (const set of IN_COUNTER_SETS) put(set, d);
   return m;
 }
 

@@ -8,6 +8,9 @@ export const DROP_REASONS = [
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** Drops of packets sent TO a port (rogue RAs forwarded to it, its RA rate limit), keyed by the receiving port. */
+export const IN_COUNTER_SETS = ['d_ra_guard_in', 'd_rate_limit_in'] as const;
+
 export const PORT_SET_SIZE = 262_144;
 export const ADDR_SET_SIZE = 1_048_576;
 

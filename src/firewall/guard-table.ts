@@ -1,4 +1,4 @@
-import { classSet, DROP_REASONS, LOG_SAMPLE_RATE, limiterSet, PORT_SET_SIZE, ADDR_SET_SIZE, rateBurst, type DropReason } from './guard-names.js';
+import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, PORT_SET_SIZE, ADDR_SET_SIZE, rateBurst, type DropReason } from './guard-names.js';
 import { mergeElements } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 
@@ -64,7 +64,7 @@ export const STATIC_SETS: readonly SetDecl[] = [
 ];
 
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
-export const COUNTER_SETS: readonly SetDecl[] = DROP_REASONS.map((r) => counterSet(`d_${r}`));
+export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => counterSet(`d_${r}`)), ...IN_COUNTER_SETS.map(counterSet)];
 
 /** Drops go through one chain per reason: count per port, log a sample, drop (matches are evaluated once). */
 const drop = (reason: DropReason, key: 'iifname' | 'oifname' = 'iifname') => `jump drop_${reason}${key === 'oifname' ? '_out' : ''}`;
@@ -75,7 +75,8 @@ const OUT_REASONS: readonly DropReason[] = ['ra_guard', 'rate_limit'];
 function dropChains(logGroup: number): string[][] {
   const chain = (reason: DropReason, key: 'iifname' | 'oifname'): string[] => [
     `drop_${reason}${key === 'oifname' ? '_out' : ''}`,
-    `update @d_${reason} { ${key} }`,
+    // Drops of what a VM was sent count for it in d_<reason>_in, never as if it had attacked.
+    `update @d_${reason}${key === 'oifname' ? '_in' : ''} { ${key} }`,
     `limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
     'drop',
   ];

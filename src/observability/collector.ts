@@ -10,7 +10,7 @@ import type { NftSession } from './nft-session.js';
 // read per VM: one listing per counter set (all ports at once) and one
 // /proc/net/dev read. Costs grow with the number of ports (measured by
 // bench/metrics: ~4 µs per set element), so collection is tiered (decision
-// 0024): the whole dump runs every tick while it costs at most `budget` of
+// 0026): the whole dump runs every tick while it costs at most `budget` of
 // the interval, else as often as the budget allows; a reason whose counters
 // moved stays on the fast tick for HOT_MS.
 

@@ -37,6 +37,8 @@ export interface Env {
   dir: string;
   dataDir: string;
   port: number;
+  /** A free port for the metrics listener, so daemons of parallel tests never share :9464. */
+  metricsPort: number;
   url: string;
   configFile: string;
   daemons: Daemon[];
@@ -61,8 +63,10 @@ export async function newEnv(): Promise<Env> {
   if (mine.length) throw new Error(`random names already in use: ${mine.join(', ')}`);
   const dir = mkdtempSync(path.join(tmpdir(), `${inst}-`));
   const port = await freePort();
+  let metricsPort = await freePort();
+  while (metricsPort === port) metricsPort = await freePort();
   return {
-    inst, dp, dir, dataDir: path.join(dir, 'data'), port, url: `http://127.0.0.1:${port}`,
+    inst, dp, dir, dataDir: path.join(dir, 'data'), port, metricsPort, url: `http://127.0.0.1:${port}`,
     configFile: path.join(dir, 'metald.yaml'), daemons: [],
   };
 }
@@ -75,6 +79,7 @@ export function baseConfig(env: Env, patch: Json = {}): Json {
     data_dir: env.dataDir,
     listen_address: '127.0.0.1',
     port: env.port,
+    metrics_address: `127.0.0.1:${env.metricsPort}`,
     shutdown_timeout: '5s',
     auth: {
       mode: 'tokens',

@@ -214,7 +214,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     const [br] = (await sh('ip', ['-n', env.dp, '-j', 'link', 'show', 'dev', bridge], { encoding: 'utf8' })).stdout.match(/"address":"([0-9a-f:]{17})"/)!.slice(1);
     const ra = JSON.parse((await sh('ip', ['netns', 'exec', env.dp, 'env', `IFACE=${bridge}`, '/usr/bin/python3', PY, 'flood', 'ra-host', '200', '3', br!, 'fe80::1', v1.mac, v1.ip],
       { encoding: 'utf8' })).stdout) as { sent: number; seconds: number };
-    const raDropped = (await dropCounters(env, guard, v1.dev)).get('rate_limit')! - before.get('rate_limit')!;
+    const raDropped = (await dropCounters(env, guard, v1.dev)).get('rate_limit_in')! - before.get('rate_limit_in')!;
     const raRate = (ra.sent - raDropped) / ra.seconds;
     report.push(`ra to vm1: limit 50/s, sent ${ra.sent} in ${ra.seconds.toFixed(2)} s, passed ${raRate.toFixed(1)}/s`);
     assert.ok(Math.abs(raRate - 50) <= 50 * 0.1 + 5 / ra.seconds, report.at(-1));
