@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   addressScope, formatIpv6, interfacePrefix, parseInterface, parseIpv6, prefixContains, type Prefix,
 } from '../core/net/ipv6.js';
@@ -243,6 +244,16 @@ export function parseKernelView(bridges: readonly Obj[], links: readonly Obj[]):
 
 const ATTR_KEYS = ['stp_state', 'forward_delay', 'mcast_snooping', 'mcast_querier', 'ageing_time'] as const;
 
+/**
+ * A fixed, locally administered MAC for a bridge metald creates. Without one a
+ * Linux bridge takes the lowest MAC of its ports, so its MAC — and the
+ * link-local address VMs use as their router — would change as VMs come and go.
+ */
+export function bridgeMac(name: string): string {
+  const h = createHash('sha256').update(`metald-bridge:${name}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 export function addLine(bridge: string, address: string, length: number): string {
   return `address add ${address}/${length} dev ${bridge} nodad metric ${OWN_ADDRESS_METRIC}`;
 }
@@ -270,7 +281,7 @@ export function planHostNetwork(want: readonly DesiredBridge[], view: KernelView
         plan.problems.push(`${b.name}: a link of that name exists and is not a bridge; left alone`);
         continue;
       }
-      plan.create.push(`link add name ${b.name} mtu ${b.mtu} type bridge ${attrArgs().join(' ')}`);
+      plan.create.push(`link add name ${b.name} address ${bridgeMac(b.name)} mtu ${b.mtu} type bridge ${attrArgs().join(' ')}`);
       plan.created.push(b.name);
     } else {
       const diff = attrArgs(k);

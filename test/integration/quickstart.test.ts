@@ -5,6 +5,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
+import { bridgeMac } from '../../src/network/desired.js';
 
 // The README's first command ends in `metald quickstart`: it must start on the
 // embedded config and print a curl call that works as printed.
@@ -81,6 +82,9 @@ it('quickstart serves the embedded config and its printed curl call works', asyn
     if (!/scope global dynamic/.test(slaac)) await new Promise((r) => setTimeout(r, 100));
   }
   assert.match(slaac, /inet6 fd00:6d74::[0-9a-f:]+\/64 scope global dynamic/);
+  // The bridge keeps the MAC metald gave it (not its lowest port's), so the router's link-local never moves.
+  const br = JSON.parse(execFileSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', 'br-metald'], { encoding: 'utf8' })) as { address: string }[];
+  assert.equal(br[0]!.address, bridgeMac('br-metald'));
   await post('DeleteVm', { vm_id: 'qs-two' });
   // The guest sees the DNS of its network document as its resolv.conf.
   const resolv = execFileSync('ip', ['netns', 'exec', `${instance}-vm-${json.vmId}`, 'cat', '/etc/resolv.conf'], { encoding: 'utf8' });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  addrsAfter, bridgeAttrs, desiredHostNetwork, parseKernelView, planHostNetwork, type KernelView,
+  addrsAfter, bridgeAttrs, bridgeMac, desiredHostNetwork, parseKernelView, planHostNetwork, type KernelView,
 } from '../../src/network/desired.js';
 import { parseIpv6 } from '../../src/core/net/ipv6.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
@@ -130,7 +130,7 @@ describe('planHostNetwork', () => {
   it('golden: creates a missing bridge down, then brings it up with addresses and ports', () => {
     const plan = planHostNetwork(want, parseKernelView([], [{ ifname: 'tap-a', mtu: 1500, flags: [] }]), true);
     assert.deepEqual(plan.create, [
-      'link add name br-prod mtu 1500 type bridge stp_state 1 forward_delay 1000 mcast_snooping 1 mcast_querier 1 ageing_time 3000',
+      `link add name br-prod address ${bridgeMac('br-prod')} mtu 1500 type bridge stp_state 1 forward_delay 1000 mcast_snooping 1 mcast_querier 1 ageing_time 3000`,
     ]);
     assert.deepEqual(plan.lines, [
       'link set dev br-prod up',
@@ -174,5 +174,13 @@ describe('planHostNetwork', () => {
     const plan = planHostNetwork(want, parseKernelView([foreign], okLinks), true);
     assert.deepEqual(plan.lines, []);
     assert.match(plan.warnings[0]!, /not added by metald/);
+  });
+});
+
+describe('bridge MAC', () => {
+  it('is fixed per bridge name, locally administered and unicast, so the router link-local never moves', () => {
+    assert.equal(bridgeMac('br-prod'), bridgeMac('br-prod'));
+    assert.notEqual(bridgeMac('br-prod'), bridgeMac('br-shared'));
+    assert.match(bridgeMac('br-prod'), /^02(:[0-9a-f]{2}){5}$/);
   });
 });
