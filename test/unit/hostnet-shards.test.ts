@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { desiredHostNetwork, parseKernelView } from '../../src/network/desired.js';
+import { bridgeMac, desiredHostNetwork, parseKernelView } from '../../src/network/desired.js';
 import {
   MAX_SHARDS, PRIMARY_VM_PORTS, planShardedHostNetwork, SHARD_VM_PORTS, ShardNaming, VM_PORTS_PER_CONFIGURED_BRIDGE,
 } from '../../src/network/shards.js';
@@ -42,7 +42,7 @@ describe('planShardedHostNetwork', () => {
     const n = naming.names('br-prod', 1);
     const plan = planShardedHostNetwork(want(['new']), view, naming, false);
     assert.deepEqual(plan.create, [
-      `link add name ${n.shard} mtu 1500 type bridge stp_state 0 forward_delay 1500 mcast_snooping 1 mcast_querier 0 ageing_time 3000`,
+      `link add name ${n.shard} address ${bridgeMac(n.shard)} mtu 1500 type bridge stp_state 0 forward_delay 1500 mcast_snooping 1 mcast_querier 0 ageing_time 3000`,
       `link add ${n.upper} mtu 1500 type veth peer name ${n.lower} mtu 1500`,
     ]);
     assert.deepEqual(plan.noIpv6, [n.upper, n.lower, n.shard]);
