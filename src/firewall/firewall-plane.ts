@@ -2,7 +2,7 @@ import type { VmRecord } from '../core/vm/record.js';
 import { nftApply, nftList, type NftObject } from '../kernel/nft.js';
 import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
-import { elementDelta, mergeElements, portElements, type ElementMap } from './guard-elements.js';
+import { elementDelta, mergeElements, type ElementMap } from './guard-elements.js';
 import { classSet, parseClassSet } from './guard-names.js';
 import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
@@ -141,12 +141,12 @@ export class FirewallPlane implements NetworkPlane {
   /** Routed host devices are VM-facing interfaces of the host table (only for the plane that owns it). */
   private hostElements(vms: readonly VmRecord[]): ElementMap {
     if (!this.opts.host) return new Map();
-    const devices = portGuards(vms, this.opts.defaults).filter((p) => p.routed).map((p) => JSON.stringify(p.device));
+    const devices = this.routedDevices(vms).map((d) => JSON.stringify(d));
     return devices.length ? new Map([['vm_bridges', devices]]) : new Map();
   }
 
   private routedDevices(vms: readonly VmRecord[]): string[] {
-    return portGuards(vms, this.opts.defaults).filter((p) => p.routed).map((p) => p.device);
+    return vms.flatMap((v) => v.nics.filter((n) => this.opts.defaults.bridges.get(n.bridge)?.routed).map((n) => n.hostDevice));
   }
 
   private guards(vms: Iterable<VmRecord>): PortGuard[] {
@@ -157,7 +157,7 @@ export class FirewallPlane implements NetworkPlane {
   /** One VM's elements: only what differs from what we wrote last (counters survive). */
   private async writePort(vm: VmRecord): Promise<void> {
     const ports = this.guards([vm]);
-    const want = portElementsOf(ports);
+    const want = mergeElements(ports, []);
     const wantHost = this.hostElements([vm]);
     const lines = [
       ...this.missingClasses(ports),
@@ -230,7 +230,7 @@ export class FirewallPlane implements NetworkPlane {
     if (!hostOk) this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
     if (!guardOk) {
       const ports = this.guards(vms);
-      this.applied = new Map(vms.map((v) => [v.id, portElementsOf(this.guards([v]))]));
+      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [])]));
       this.written = new Map(vms.map((v) => [v.id, v.revision]));
       this.classes = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
     }
@@ -314,7 +314,7 @@ export class FirewallPlane implements NetworkPlane {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
     }
-    this.applied = new Map(vms.map((v) => [v.id, portElementsOf(this.guards([v]))]));
+    this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [])]));
     this.written = new Map(vms.map((v) => [v.id, v.revision]));
   }
 
@@ -337,12 +337,6 @@ export class FirewallPlane implements NetworkPlane {
   }
 }
 
-/** One VM's elements (its NICs merged). */
-function portElementsOf(ports: readonly PortGuard[]): ElementMap {
-  const m: ElementMap = new Map();
-  for (const p of ports) for (const [set, els] of portElements(p)) m.set(set, [...(m.get(set) ?? []), ...els]);
-  return m;
-}
 
 export function renderTables(
   opts: Pick<FirewallPlaneOptions, 'family' | 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,

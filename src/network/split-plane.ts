@@ -14,26 +14,26 @@ export class AttachmentSplitPlane implements NetworkPlane {
   }
 
   async ensureVm(vm: VmRecord): Promise<void> {
-    await this.bridged.ensureVm(this.only(vm, false));
-    await this.routed.ensureVm(this.only(vm, true));
+    await this.bridged.ensureVm(this.withNics(vm, false));
+    await this.routed.ensureVm(this.withNics(vm, true));
   }
 
   async removeVm(vm: VmRecord): Promise<void> {
-    await this.bridged.removeVm(this.only(vm, false));
-    await this.routed.removeVm(this.only(vm, true));
+    await this.bridged.removeVm(this.withNics(vm, false));
+    await this.routed.removeVm(this.withNics(vm, true));
   }
 
   async applyIsolation(vm: VmRecord): Promise<void> {
-    await this.bridged.applyIsolation(this.only(vm, false));
-    await this.routed.applyIsolation(this.only(vm, true));
+    await this.bridged.applyIsolation(this.withNics(vm, false));
+    await this.routed.applyIsolation(this.withNics(vm, true));
   }
 
   async reconcile(vms: readonly VmRecord[]): Promise<void> {
-    await this.bridged.reconcile(vms.map((v) => this.only(v, false)));
-    await this.routed.reconcile(vms.map((v) => this.only(v, true)));
+    await this.bridged.reconcile(vms.map((v) => this.withNics(v, false)));
+    await this.routed.reconcile(vms.map((v) => this.withNics(v, true)));
   }
 
-  private only(vm: VmRecord, routed: boolean): VmRecord {
+  private withNics(vm: VmRecord, routed: boolean): VmRecord {
     return { ...vm, nics: vm.nics.filter((n) => this.routedNames.has(n.bridge) === routed) };
   }
 }
