@@ -119,6 +119,7 @@ export const classElement = (chain: string, id: number) => `${markText(id)} : go
 export const REPLY_RULES: readonly string[] = [
   `tcp flags & (syn | ack) != syn ip6 daddr . th dport . ip6 saddr . th sport @${FLOW_SETS.tcp} accept`,
   `meta l4proto udp ip6 daddr . th dport . ip6 saddr . th sport @${FLOW_SETS.udp} accept`,
+  `icmpv6 type echo-reply ip6 daddr . ip6 saddr . icmpv6 id @${FLOW_SETS.echo} accept`,
 ];
 
 /** Last rule of vm_in (egress) and vm_out (ingress): the port's class, if it has one. */
