@@ -2,7 +2,7 @@ import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, O
 import { mergeElements, type ClassIds } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 import { ADMISSION_MASK, ADMISSION_SETS, hexMark, MASK, type AdmissionSet } from '../core/policy/zones.js';
-import { FLOW_SETS, PORT_ZONE_MAP, type CompiledClass } from '../core/policy/compile.js';
+import { ESSENTIAL_ICMPV6, FLOW_SETS, PORT_ZONE_MAP, type CompiledClass } from '../core/policy/compile.js';
 import { CLASS_VMAP, classElement, DISPATCH_RULE, FLOW_SET_SIZE, FLOW_TIMEOUT, REPLY_RULES } from '../core/policy/plan.js';
 
 // PURE: the bridge-family table that guards every VM port (docs/decisions/0017).
@@ -246,7 +246,9 @@ function chains(family: GuardFamily): string[][] {
       `meta l4proto udp update @${FLOW_SETS.udp} { ip6 saddr . th sport . ip6 daddr . th dport }`,
       `icmpv6 type echo-request update @${FLOW_SETS.echo} { ip6 saddr . ip6 daddr . icmpv6 id }`],
     // Only the receiver's rules that name their source may open the boundary.
-    ['explicit_in', `meta mark set oifname map @pol_in_x meta mark vmap @${CLASS_VMAP}`, 'goto isolation_deny'],
+    // Neighbours that a policy may connect must resolve each other (the answer goes the other way, where
+    // nothing is named) and see errors: essential ICMPv6 passes between them; strict pairs never get here.
+    ['explicit_in', `icmpv6 type { ${ESSENTIAL_ICMPV6.join(', ')} } return`, `meta mark set oifname map @pol_in_x meta mark vmap @${CLASS_VMAP}`, 'goto isolation_deny'],
     // Multicast floods (DAD, MLD, mDNS) cross every port: dropped at a boundary without counting a VM.
     ['isolation_deny', 'ip6 daddr ff00::/8 counter drop', drop('tenant_isolation', 'oifname')],
   ];
