@@ -34,6 +34,7 @@ export function guardDefaults(cfg: MetaldConfig): GuardDefaults {
 export function segmentationSettings(cfg: MetaldConfig): SegmentationSettings {
   return {
     defaultProfile: cfg.ipv6.security.default_security_profile,
+    vlans: cfg.ipv6.enable_vlans,
     pools: allPools(cfg).map((p) => {
       const prefix = parsePrefix(p.prefix);
       return { id: p.id, network: prefix.network, length: prefix.length, profile: p.security_profile ?? cfg.ipv6.security.default_security_profile };

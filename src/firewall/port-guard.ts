@@ -30,6 +30,8 @@ export interface GuardDefaults {
 export interface SegmentationSettings {
   /** `default_security_profile`: the profile of a pool that sets none. */
   defaultProfile: Profile;
+  /** `enable_vlans`: off, VLAN ids are recorded but do not separate. */
+  vlans: boolean;
   pools: readonly { id: string; network: bigint; length: number; profile: Profile }[];
   /** Section-2 policies with the profiles they are attached to. */
   policies: readonly { id: string; profiles: readonly Profile[]; policy: HostPolicy }[];
@@ -144,7 +146,7 @@ const asLevel = (v: unknown): IsolationLevel | '' => (['strict', 'moderate', 'no
 
 /** Zone, reception and policy of one NIC (decisions 0024, 0027). */
 function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefaults, tenantIndex: TenantIndex) {
-  const seg = d.segmentation ?? { defaultProfile: 'high' as Profile, pools: [], policies: [] };
+  const seg = d.segmentation ?? { defaultProfile: 'high' as Profile, vlans: false, pools: [], policies: [] };
   const addr = nic.ipv6Address ? parseInterface(nic.ipv6Address).address : undefined;
   const pool = addr === undefined ? undefined : seg.pools.find((p) => addr >> BigInt(128 - p.length) === p.network >> BigInt(128 - p.length));
   const poolProfile = pool?.profile ?? seg.defaultProfile;
@@ -152,7 +154,7 @@ function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefau
   const profile = effectiveProfile(asProfile(requested.profile_name), poolProfile);
   const attached = seg.policies.find((p) => p.profiles.includes(profile));
   const pj = json.security_policy ?? {};
-  const vlan = nic.vlanId ?? 0;
+  const vlan = seg.vlans ? (nic.vlanId ?? 0) : 0;
   const zone: Zone = {
     tenant: tenantIndex(vm.tenantId),
     vlan,
@@ -160,13 +162,14 @@ function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefau
     between: attached?.policy.betweenVlans ?? 'deny',
     policyProfile: attached ? profile : null,
   };
-  const reception: Reception = { microsegmentation: requested.enable_network_microsegmentation === true, grantedBy: [], refusedBy: [] };
+  const ingress = rules(pj.ingress_rules);
+  // Microsegmentation: the VM's own ingress rules decide which VMs reach it; without any, none does.
+  const reception: Reception = { microsegmentation: requested.enable_network_microsegmentation === true && ingress.length === 0, grantedBy: [], refusedBy: [] };
   for (const p of seg.policies) {
     const rule = p.policy.segments.find((r) => (r.pool === null || r.pool === pool?.id) && (r.vlan === null || r.vlan === vlan));
     if (!rule) continue;
     for (const prof of p.profiles) (rule.action === 'allow' ? reception.grantedBy : reception.refusedBy).push(prof);
   }
-  const ingress = rules(pj.ingress_rules);
   const policy: PortPolicy = {
     egress: compileClass('egress', rules(pj.egress_rules)),
     ingress: compileClass('ingress', ingress),

@@ -140,8 +140,6 @@ export function compileExplicitClass(rules: readonly NicRule[]): CompiledClass |
   if (named.length === 0) return null;
   const body = [
     RESTORE_MARK.ingress,
-    // Neighbour discovery and errors from the sources an allow names (each rule's own list: nft refuses overlapping intervals in one set).
-    ...named.filter((r) => r.action === 'allow').flatMap((r) => [`icmpv6 type { ${ESSENTIAL_ICMPV6.join(', ')} } ${addressMatch('saddr', r.from).join(' ')} accept`]),
     ...named.flatMap((r) => ruleLines(r, 'ingress')),
     `jump ${ISOLATION_DENY_CHAIN}`,
   ];

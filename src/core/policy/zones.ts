@@ -20,8 +20,8 @@
 // "explicit" admits only what R's ingress rules allow from a named address or
 // prefix (never `from any`). A segment rule of S's policy ("ALLOW ipv6 to
 // shared-services vlan 999") admits R outright when R is on that segment; a
-// DENY segment rule refuses it outright. R with network microsegmentation
-// admits other VMs (its own tenant's too) only explicitly.
+// DENY segment rule refuses it outright. A microsegmented R without ingress
+// rules admits no other VM (its own tenant's neither) except explicitly.
 
 import type { HostPolicy } from './host-policy.js';
 import type { IsolationLevel, Profile } from './attach.js';
@@ -65,6 +65,7 @@ export interface Zone {
 
 /** A receiving port's view of the segments: which policies grant or refuse it. */
 export interface Reception {
+  /** Network microsegmentation on a NIC with no ingress rules (with rules, the rules decide). */
   microsegmentation: boolean;
   /** Profiles whose policy's first matching segment rule for this port is ALLOW / DENY. */
   grantedBy: Profile[];
