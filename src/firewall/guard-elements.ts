@@ -45,12 +45,10 @@ export function portElements(p: PortGuard, ids: ClassIds = new Map()): ElementMa
     // The fast paths (one lookup for port, MAC and exact source, which also marks the packet with its
     // sender; one for delivery) skip isolated ports and the directions a rule list filters.
     // The next header is part of the key: TCP and UDP only, so a packet with an extension header takes the full checks.
-    if (!egress) put('fast', ...p.sources128.flatMap((a) => ['tcp', 'udp'].map((proto) => `${d} . ${p.mac} . ${formatIpv6(a)} . ${proto} : ${m32}`)));
-    if (!ingress) {
-      // From its own tenant and VLAN (unless microsegmented), and from what is not a VM (mark 0).
-      if (!p.reception.microsegmentation) put('rx_zone', `${hexMark(mark & MASK.segment)} . ${d}`);
-      put('rx_fast', d);
-    }
+    put(egress ? 'fast_pol' : 'fast', ...p.sources128.flatMap((a) => ['tcp', 'udp'].map((proto) => `${d} . ${p.mac} . ${formatIpv6(a)} . ${proto} : ${m32}`)));
+    // From its own tenant and VLAN (unless microsegmented), and from what is not a VM (mark 0).
+    if (!p.reception.microsegmentation) put(ingress ? 'rx_zone_pol' : 'rx_zone', `${hexMark(mark & MASK.segment)} . ${d}`);
+    if (!ingress) put('rx_fast', d);
   }
   for (const [set, keys] of admissionKeys(p.zone, p.reception)) put(set, ...keys.map((k) => `${hexMark(k)} . ${d}`));
   const id = (c: { chain: string }) => {

@@ -2,7 +2,7 @@ import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, O
 import { mergeElements, type ClassIds } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 import { ADMISSION_MASK, ADMISSION_SETS, hexMark, MASK, type AdmissionSet } from '../core/policy/zones.js';
-import { ESSENTIAL_ICMPV6, FLOW_SETS, PORT_ZONE_MAP, type CompiledClass } from '../core/policy/compile.js';
+import { ESSENTIAL_ICMPV6, FLOW_SETS, PORT_ZONE_MAP, RX_FLOW_SETS, type CompiledClass } from '../core/policy/compile.js';
 import { CLASS_VMAP, classElement, DISPATCH_RULE, FLOW_SET_SIZE, FLOW_TIMEOUT, REPLY_RULES } from '../core/policy/plan.js';
 
 // PURE: the bridge-family table that guards every VM port (docs/decisions/0017).
@@ -55,8 +55,11 @@ export const STATIC_SETS: readonly SetDecl[] = [
   ifSet('vm_ports'),
   ifSet('known_ports'),
   { name: 'fast', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
+  // The same for ports with egress rules: their packets of a flow those rules accepted (decision 0027).
+  { name: 'fast_pol', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
   ifMap(PORT_ZONE_MAP),
   peerSet('rx_zone'),
+  peerSet('rx_zone_pol'),
   ifSet('rx_fast'),
   { name: 'port_mac', decl: `type ifname . ether_addr; size ${PORT_SET_SIZE};` },
   { name: 'port_lla', decl: `typeof iifname . @th,208,48; size ${PORT_SET_SIZE};` },
@@ -84,6 +87,9 @@ export const STATIC_SETS: readonly SetDecl[] = [
 export const FLOW_SET_DECLS: readonly SetDecl[] = [
   { name: FLOW_SETS.tcp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.tcp};` },
   { name: FLOW_SETS.udp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
+  ...(['tcp', 'udp'] as const).map((p) => ({
+    name: RX_FLOW_SETS[p], decl: `type ifname . ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT[p]};`,
+  })),
   { name: FLOW_SETS.echo, decl: `typeof ip6 saddr . ip6 daddr . icmpv6 id; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
 ];
 
@@ -113,7 +119,19 @@ const ND = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert';
 // exact address, in one lookup. Per-VM packet and byte counts come from the ports' link statistics.
 const FAST_IN = 'th sport != 547 ip6 daddr != ff00::/8 meta mark set iifname . ether saddr . ip6 saddr . ip6 nexthdr map @fast counter accept comment "fast_in"';
 
+/**
+ * Ports with egress rules: a packet of a flow those rules accepted (its tuple is in the flow set, and
+ * only this VM can send from its address) skips the full checks too. Not refreshed here: when the
+ * entry expires, the next packet takes the rules again and records it anew.
+ */
+const FAST_IN_FLOW = (p: 'tcp' | 'udp') =>
+  `meta l4proto ${p} ip6 daddr != ff00::/8 ${p === 'udp' ? 'th sport != 547 ' : ''}meta mark set iifname . ether saddr . ip6 saddr . ip6 nexthdr map @fast_pol`
+  + ` ip6 saddr . th sport . ip6 daddr . th dport @${FLOW_SETS[p]} counter accept comment "fast_in_flow"`;
+
 const SEGMENT = hexMark(MASK.segment);
+/** Delivery to a port with ingress rules: from its tenant and VLAN, a flow those rules accepted. */
+const FAST_OUT_FLOW = (p: 'tcp' | 'udp') =>
+  `meta l4proto ${p} meta mark & ${SEGMENT} . oifname @rx_zone_pol oifname . ip6 saddr . th sport . ip6 daddr . th dport @${RX_FLOW_SETS[p]}`;
 /** Fast delivery: from a VM of the receiver's own tenant and VLAN, or from what is not a VM (mark 0). */
 const FAST_OUT = `meta l4proto != ipv6-icmp meta mark & ${SEGMENT} . oifname @rx_zone`;
 const FAST_OUT_HOST = 'meta l4proto != ipv6-icmp meta mark 0 oifname @rx_fast';
@@ -121,13 +139,15 @@ const FAST_OUT_HOST = 'meta l4proto != ipv6-icmp meta mark 0 oifname @rx_fast';
 /** Bridge ports: prerouting (from the port), forward (from other ports), output (from the host). */
 function bridgeHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
     // What a VM receives is guarded where it is sent to the port: `forward` for frames from other
     // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
     // Fast path: non-ICMP from a known port to a port that is not isolated.
     ['forward', 'type filter hook forward priority -200; policy accept;',
       `${FAST_OUT} iifname @known_ports counter accept comment "fast_out"`,
       `${FAST_OUT_HOST} iifname @known_ports counter accept comment "fast_out_host"`,
+      `${FAST_OUT_FLOW('udp')} iifname @known_ports counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('tcp')} iifname @known_ports counter accept comment "fast_out_flow"`,
       'oifname @vm_ports jump vm_out_forwarded'],
     ['output', 'type filter hook output priority -200; policy accept;', 'oifname @vm_ports jump vm_out'],
     // Fail closed: a port metald does not know (on any bridge in this table's reach) never reaches a VM.
@@ -148,10 +168,12 @@ function bridgeHooks(): string[][] {
  */
 function routedHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
     ['forward', 'type filter hook forward priority -300; policy accept;',
       `${FAST_OUT} counter accept comment "fast_out"`,
       `${FAST_OUT_HOST} counter accept comment "fast_out_host"`,
+      `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
       'oifname @vm_ports jump vm_out'],
     ['output', 'type filter hook output priority -300; policy accept;', 'oifname @vm_ports jump vm_out'],
   ];

@@ -44,9 +44,10 @@ const SSH = ['allow tcp from 2600:beef:1000::/64 to any port 22', 'allow udp fro
 
 test('rules compile to bridge-family nft lines', () => {
   assert.deepEqual(ruleLines(parseNicRule('allow tcp from any to any port 80,443'), 'ingress'), [
-    'tcp dport { 80, 443 } update @flows_tcp { ip6 saddr . th sport . ip6 daddr . th dport } accept',
+    'tcp dport { 80, 443 } update @flows_tcp { ip6 saddr . th sport . ip6 daddr . th dport }'
+    + ' update @flows_rx_tcp { oifname . ip6 saddr . th sport . ip6 daddr . th dport } accept',
   ]);
-  assert.deepEqual(ruleLines(parseNicRule('allow tcp from 2600:beef:1000::/64 to any port 22'), 'ingress'), [
+  assert.deepEqual(ruleLines(parseNicRule('allow tcp from 2600:beef:1000::/64 to any port 22'), 'egress'), [
     'ip6 saddr 2600:beef:1000::/64 tcp dport 22 update @flows_tcp { ip6 saddr . th sport . ip6 daddr . th dport } accept',
   ]);
   assert.deepEqual(ruleLines(parseNicRule('allow icmpv6 from any to any'), 'egress'), [

@@ -31,6 +31,12 @@ export const ESSENTIAL_ICMPV6 = [
 ] as const;
 
 export const FLOW_SETS = { tcp: 'flows_tcp', udp: 'flows_udp', echo: 'flows_echo' } as const;
+/**
+ * Flows a receiving port's ingress rules accepted, keyed by that port: its
+ * delivery fast path (the shared sets above also hold flows only a sender's
+ * egress rules saw, which must not skip the receiver's rules).
+ */
+export const RX_FLOW_SETS = { tcp: 'flows_rx_tcp', udp: 'flows_rx_udp' } as const;
 /** Port -> its sender mark (src/core/policy/zones.ts). */
 export const PORT_ZONE_MAP = 'port_zone';
 /** Where a cross-boundary packet that no explicit rule admits goes (decision 0027). */
@@ -72,7 +78,9 @@ function portMatch(proto: 'tcp' | 'udp', field: 'sport' | 'dport', e: Endpoint):
   return e.ports === null ? [] : [`${proto} ${field} ${set(e.ports.map(printPort))}`];
 }
 
-const RECORD = (proto: 'tcp' | 'udp') => `update @${FLOW_SETS[proto]} { ip6 saddr . th sport . ip6 daddr . th dport }`;
+const RECORD = (proto: 'tcp' | 'udp', direction: Direction) =>
+  `update @${FLOW_SETS[proto]} { ip6 saddr . th sport . ip6 daddr . th dport }`
+  + (direction === 'ingress' ? ` update @${RX_FLOW_SETS[proto]} { oifname . ip6 saddr . th sport . ip6 daddr . th dport }` : '');
 /** An accepted echo request lets its reply through (keyed by addresses and echo id). */
 export const RECORD_ECHO = `icmpv6 type echo-request update @${FLOW_SETS.echo} { ip6 saddr . ip6 daddr . icmpv6 id }`;
 
@@ -92,13 +100,13 @@ export function ruleLines(r: NicRule, direction: Direction): string[] {
   switch (r.protocol) {
     case 'tcp':
     case 'udp':
-      return [line(where(r.protocol, r.protocol), `${RECORD(r.protocol)} accept`)];
+      return [line(where(r.protocol, r.protocol), `${RECORD(r.protocol, direction)} accept`)];
     case 'icmpv6':
       return [line(where(null, null), `${RECORD_ECHO} accept`), line(where(null, 'ipv6-icmp'), 'accept')];
     case 'all':
       return [
-        line(where('tcp', 'tcp'), `${RECORD('tcp')} accept`),
-        line(where('udp', 'udp'), `${RECORD('udp')} accept`),
+        line(where('tcp', 'tcp'), `${RECORD('tcp', direction)} accept`),
+        line(where('udp', 'udp'), `${RECORD('udp', direction)} accept`),
         line(where(null, null), `${RECORD_ECHO} accept`),
         line(where(null, null), 'accept'),
       ];
