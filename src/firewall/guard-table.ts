@@ -144,10 +144,11 @@ function bridgeHooks(): string[][] {
     // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
     // Fast path: non-ICMP from a known port to a port that is not isolated.
     ['forward', 'type filter hook forward priority -200; policy accept;',
-      `${FAST_OUT} iifname @known_ports counter accept comment "fast_out"`,
+      // A sender mark is only ever set on a VM port's way in: a marked frame never came from an unknown port.
+      `${FAST_OUT} counter accept comment "fast_out"`,
       `${FAST_OUT_HOST} iifname @known_ports counter accept comment "fast_out_host"`,
-      `${FAST_OUT_FLOW('udp')} iifname @known_ports counter accept comment "fast_out_flow"`,
-      `${FAST_OUT_FLOW('tcp')} iifname @known_ports counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
       'oifname @vm_ports jump vm_out_forwarded'],
     ['output', 'type filter hook output priority -200; policy accept;', 'oifname @vm_ports jump vm_out'],
     // Fail closed: a port metald does not know (on any bridge in this table's reach) never reaches a VM.
