@@ -8,7 +8,7 @@ import {
   classIdsFor, COUNTER_SETS, policyClassCommands, policyClasses, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily,
 } from './guard-table.js';
 import { TenantIndex } from './tenant-index.js';
-import { CLASS_VMAP } from '../core/policy/plan.js';
+import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
@@ -224,10 +224,16 @@ export class FirewallPlane implements NetworkPlane {
   private async adoptState(vms: readonly VmRecord[]): Promise<void> {
     if (this.adopted) return;
     this.adopted = true;
-    const [vmap, zones] = await Promise.all([
-      nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]),
-      nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, PORT_ZONE_MAP]),
-    ]);
+    let vmap: NftObject[];
+    let zones: NftObject[];
+    try {
+      [vmap, zones] = await Promise.all([
+        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]),
+        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, PORT_ZONE_MAP]),
+      ]);
+    } catch {
+      return; // no table (or not ours yet): nothing to adopt, it is loaded whole
+    }
     for (const [id, target] of mapEntries(vmap)) {
       const chain = (target as { goto?: { target?: string } })?.goto?.target;
       if (typeof id === 'number' && chain) this.classIds.set(chain, id);
@@ -253,6 +259,8 @@ export class FirewallPlane implements NetworkPlane {
     // Chains, set names and rule counts do not depend on the VMs (rate classes are compared with the
     // kernel's own class sets): check against the table rendered without ports, which costs nothing at 50k.
     const text = renderTables(this.opts, [], this.trusted());
+    // Before anything computes a port's elements: they name tenant numbers and class ids.
+    await this.adoptState(vms);
     let guardOk: boolean;
     let hostOk: boolean;
     if (full) {
@@ -264,11 +272,7 @@ export class FirewallPlane implements NetworkPlane {
       guardOk = await this.namesMatch(this.family, this.opts.guardTable, text);
       hostOk = !this.opts.host || (await this.namesMatch('ip6', this.opts.hostTable, text));
     }
-    if (guardOk) await this.adoptState(vms);
-    else {
-      this.adopted = true;
-      this.classIds = classIdsFor(this.guards(vms));
-    }
+    if (!guardOk) this.classIds = classIdsFor(this.guards(vms));
     if (!guardOk || !hostOk) {
       const script = [
         ...(guardOk ? [] : [`table ${this.ref} {}`, `delete table ${this.ref}`, renderGuardTable(this.guardInput(vms))]),
@@ -357,6 +361,11 @@ export class FirewallPlane implements NetworkPlane {
       if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
       if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
     }
+    // The class dispatch: one element per class this plane knows.
+    const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
+    const classDiff = elementDiff(vmap, [...this.classIds].map(([chain, id]) => classElement(chain, id)));
+    if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
+    if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
     if (this.opts.host) {
       const have = await nftList(this.opts.netns, ['set', 'ip6', this.opts.hostTable, 'vm_bridges']);
       const wantHost = [...this.opts.host.vmBridges, ...this.routedDevices(vms)].map((d) => JSON.stringify(d));
