@@ -105,7 +105,15 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
         (vm as { servers?: ChildProcess[] }).servers = [...((vm as { servers?: ChildProcess[] }).servers ?? []), server];
       }
     }
-    await new Promise((r) => setTimeout(r, 800));
+    // The probes bind the VMs' configured addresses: wait until DAD has passed on all of them.
+    for (const v of vms.values()) {
+      for (let i = 0; i < 100; i++) {
+        const tentative = (await sh('ip', ['-n', v.ns, '-6', 'addr', 'show', 'dev', 'eth0', 'tentative'], { encoding: 'utf8' })).stdout;
+        if (!tentative.includes('inet6')) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500));
   });
 
   after(async () => {
