@@ -39,7 +39,7 @@ import { ipBatch, ipJson, netnsAdd, netnsDelete } from '../src/kernel/netns.js';
 import { nftApply, nftDeleteTable, nftList, type NftObject } from '../src/kernel/nft.js';
 import { FirewallPlane, type FirewallPlaneOptions } from '../src/firewall/firewall-plane.js';
 import { portElements } from '../src/firewall/guard-elements.js';
-import { renderGuardTable } from '../src/firewall/guard-table.js';
+import { classIdsFor, renderGuardTable } from '../src/firewall/guard-table.js';
 import { portGuards, type GuardDefaults } from '../src/firewall/port-guard.js';
 import { UnmanagedNetworkPlane } from '../src/network/plane.js';
 import { vmRecord } from '../test/helpers/hostnet-fixtures.js';
@@ -208,7 +208,8 @@ async function finishLevel(l: Level, samples: number): Promise<LevelResult> {
   const ports = await setSize(c, 'vm_ports');
   if (ports !== n + samples + 1) throw new Error(`N=${n}: vm_ports holds ${ports}, expected ${n + samples + 1}`);
   const r = { n, p50: pct(l.xs, 50), p99: pct(l.xs, 99) };
-  const sets = portElements(portGuards([syntheticVm(c, n)], c.defaults)[0]!).size;
+  const g = portGuards([syntheticVm(c, n)], c.defaults);
+  const sets = portElements(g[0]!, classIdsFor(g)).size;
   console.log(`N=${label(n).padEnd(3)} ensureVm of VM N+1 (elements in ${sets} sets, 1 transaction) x${samples}: p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms;`
     + ` vm_ports = ${ports}`);
   await netnsDelete(c.dp);

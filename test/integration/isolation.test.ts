@@ -62,6 +62,10 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
             'RATE-LIMIT icmpv6 100pps per-vm',
             'RATE-LIMIT nd 50pps per-vm',
           ],
+        }, {
+          id: 'moderate-isolation',
+          profiles: ['medium'],
+          rules: ['ALLOW ipv6 between vlans with explicit policy', 'DENY ipv6 extension-headers hop-by-hop,routing', 'RATE-LIMIT icmpv6 200pps per-vm'],
         }],
       },
     }));
@@ -81,6 +85,9 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
       { id: 'a3', token: TOKENS.a, tenant: 'tenant-a', bridge: br, vlan: '100', ip: 'fd00:a1::13', policy: guide },
       // Pool tier2 is "medium": its tenants are at moderate isolation (only explicit rules open the boundary).
       { id: 'c1', token: TOKENS.admin, tenant: 'tenant-c', bridge: br, vlan: '100', ip: 'fd00:a2::31' },
+      { id: 'c2', token: TOKENS.admin, tenant: 'tenant-c', bridge: br, vlan: '200', ip: 'fd00:a2::32', policy: {
+        ingressRules: ['allow tcp from fd00:a2::31 to any port 7000', 'allow icmpv6 from any to any'],
+      } },
       { id: 'd1', token: TOKENS.admin, tenant: 'tenant-d', bridge: br, vlan: '100', ip: 'fd00:a2::41', policy: {
         ingressRules: ['allow tcp from fd00:a2::31 to any port 7000', 'allow udp from any to any port 7000', 'allow icmpv6 from any to any'],
       } },
@@ -187,13 +194,17 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
     }
   });
 
-  it('moderate isolation: another tenant gets through only where the receiver\'s rules name it', async () => {
+  it('moderate isolation and "with explicit policy": a boundary opens only where the receiver\'s rules name the sender', async () => {
     const cases: [string, string, 'tcp' | 'udp' | 'icmpv6', boolean][] = [
       ['c1', 'd1', 'tcp', true], // allow tcp from fd00:a2::31 ...
       ['c1', 'd1', 'udp', false], // allow udp from any ...: "any" does not open a tenant boundary
       ['c1', 'd1', 'icmpv6', false],
       ['d1', 'c1', 'tcp', false], // c1 names nobody
       ['a1', 'c1', 'tcp', false], // a1 is strict
+      // "ALLOW ipv6 between vlans with explicit policy" (the medium profile's policy): c1 on VLAN 100, c2 on 200.
+      ['c1', 'c2', 'tcp', true], // c2 names c1
+      ['c1', 'c2', 'udp', false], // ... for TCP 7000 only
+      ['d1', 'c2', 'tcp', false], // another tenant and VLAN, not named
     ];
     const wrong: string[] = [];
     for (const [f, t, proto, want] of cases) {
