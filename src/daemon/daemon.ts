@@ -21,6 +21,7 @@ import { BridgeNetworkPlane } from '../network/bridge-plane.js';
 import { UnmanagedNetworkPlane, type NetworkPlane } from '../network/plane.js';
 import { RadvdPlane } from '../network/radvd-plane.js';
 import { FirewallPlane } from '../firewall/firewall-plane.js';
+import { TenantIndex } from '../firewall/tenant-index.js';
 import { firewallOptions, routedFirewallOptions } from './firewall-from-config.js';
 import { radvdSettings } from './render.js';
 import { RoutedNetworkPlane } from '../network/routed-plane.js';
@@ -186,8 +187,10 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
   const radvd = new RadvdPlane(inner, supervisor, r.bridges, r.options, log);
   if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
   // Routed NICs are not bridge ports: their guards live in an ip6 table (decision 0017).
-  const guarded = routed.length === 0 ? radvd : new FirewallPlane(radvd, { ...routedFirewallOptions(cfg), log });
-  return new FirewallPlane(guarded, { ...firewallOptions(cfg), log, trustedPorts: () => plane.possibleUplinkPorts() });
+  // One tenant numbering for both: a packet marked by one table is judged by the other (decision 0027).
+  const tenants = new TenantIndex();
+  const guarded = routed.length === 0 ? radvd : new FirewallPlane(radvd, { ...routedFirewallOptions(cfg), log, tenants });
+  return new FirewallPlane(guarded, { ...firewallOptions(cfg), log, tenants, trustedPorts: () => plane.possibleUplinkPorts() });
 }
 
 function buildAuth(cfg: MetaldConfig, log: Logger, events: EventRing): Authenticator {

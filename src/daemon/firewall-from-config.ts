@@ -1,6 +1,9 @@
 import { allBridges, allPools, type MetaldConfig } from '../config/schema.js';
 import type { FirewallPlaneOptions } from '../firewall/firewall-plane.js';
-import type { GuardDefaults } from '../firewall/port-guard.js';
+import type { GuardDefaults, SegmentationSettings } from '../firewall/port-guard.js';
+import { parsePrefix } from '../core/net/ipv6.js';
+import { parseHostRule } from '../core/policy/host-rules.js';
+import { compileHostPolicy } from '../core/policy/host-policy.js';
 
 // The firewall plane's settings from the config (docs/config.md says where each key takes effect).
 
@@ -23,6 +26,20 @@ export function guardDefaults(cfg: MetaldConfig): GuardDefaults {
     bridges: new Map(allBridges(cfg).map((b) => [b.name, {
       routed: b.mode === 'routed', raGuard: b.enable_ra_guard, allowedRaSources: b.allowed_ra_sources, mldSnooping: b.enable_mld_snooping,
     }])),
+    segmentation: segmentationSettings(cfg),
+  };
+}
+
+/** Pools with their profiles and the section-2 policies, compiled (the schema has parsed and cross-checked them). */
+export function segmentationSettings(cfg: MetaldConfig): SegmentationSettings {
+  return {
+    defaultProfile: cfg.ipv6.security.default_security_profile,
+    vlans: cfg.ipv6.enable_vlans,
+    pools: allPools(cfg).map((p) => {
+      const prefix = parsePrefix(p.prefix);
+      return { id: p.id, network: prefix.network, length: prefix.length, profile: p.security_profile ?? cfg.ipv6.security.default_security_profile };
+    }),
+    policies: cfg.ipv6.security_policies.map((p) => ({ id: p.id, profiles: p.profiles, policy: compileHostPolicy(p.rules.map(parseHostRule)).policy })),
   };
 }
 

@@ -43,6 +43,10 @@ export const GUARD_SEVERITY: Record<DropReason, Severity> = {
   dhcpv6_server: 'high',
   ext_header: 'medium',
   vlan_tag: 'medium',
+  // A VM trying to reach another tenant or VLAN is probing; its own rule list or isolation is routine.
+  tenant_isolation: 'medium',
+  policy_deny: 'low',
+  isolation: 'low',
   rate_limit: 'low',
   non_ipv6: 'low',
 };

@@ -4,7 +4,13 @@ import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
 import { elementDelta, mergeElements, type ElementMap } from './guard-elements.js';
 import { classSet, parseClassSet } from './guard-names.js';
-import { COUNTER_SETS, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
+import {
+  classIdsFor, COUNTER_SETS, policyClassCommands, policyClasses, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily,
+} from './guard-table.js';
+import { TenantIndex } from './tenant-index.js';
+import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
+import { PORT_ZONE_MAP } from '../core/policy/compile.js';
+import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
 import { declaredNames, elementDiff, expectedCounts, ruleCounts, sameCounts } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
@@ -30,6 +36,8 @@ export interface FirewallPlaneOptions {
   host: Omit<HostTableInput, 'table'> | undefined;
   /** Ports that may talk to VMs without being VM ports (shard uplinks). */
   trustedPorts?: () => readonly string[];
+  /** Tenant numbers shared with the other guard plane (decision 0027); default: this plane's own. */
+  tenants?: TenantIndex;
   /** Compare set contents on every n-th reconcile (listing 50k-element sets costs seconds); default 6. */
   elementCheckEvery?: number;
   log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
@@ -54,6 +62,11 @@ export class FirewallPlane implements NetworkPlane {
   private appliedHost = new Map<string, ElementMap>();
   /** Rate classes ("nd/1000") the kernel table has. */
   private classes = new Set<string>();
+  /** Policy class chain -> its id in pol_chains, as the kernel table has them. */
+  private classIds = new Map<string, number>();
+  /** Whether class ids and tenant numbers were read back from a table we kept. */
+  private adopted = false;
+  private readonly tenants: TenantIndex;
   /** Every VM ensured and not removed: what a whole-table replace must carry. */
   private known = new Map<string, VmRecord>();
   private chain: Promise<unknown> = Promise.resolve();
@@ -66,6 +79,7 @@ export class FirewallPlane implements NetworkPlane {
   constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {
     this.family = opts.family ?? 'bridge';
     this.ref = `${this.family} ${opts.guardTable}`;
+    this.tenants = opts.tenants ?? new TenantIndex();
   }
 
   async ensureVm(vm: VmRecord): Promise<void> {
@@ -112,6 +126,7 @@ export class FirewallPlane implements NetworkPlane {
       this.stats.checks++;
       this.known = new Map(vms.map((v) => [v.id, v]));
       this.structureOk = false;
+      this.tenants.retain(new Set(vms.map((v) => v.tenantId)));
       const replaced = await this.ensureStructure(fullCheck);
       if (fullCheck && !replaced) await this.syncElements();
       else if (!fullCheck) await this.writeChangedPorts();
@@ -127,7 +142,7 @@ export class FirewallPlane implements NetworkPlane {
 
   /** The tables this plane loads for these VMs. */
   render(vms: readonly VmRecord[]): string {
-    return renderTables(this.opts, vms, this.trusted());
+    return renderTables(this.opts, vms, this.trusted(), this.tenants, this.classIds);
   }
 
   private trusted(): readonly string[] {
@@ -151,19 +166,19 @@ export class FirewallPlane implements NetworkPlane {
 
   private guards(vms: Iterable<VmRecord>): PortGuard[] {
     const routed = this.family === 'ip6';
-    return portGuards([...vms], this.opts.defaults).filter((p) => p.routed === routed);
+    return portGuards([...vms], this.opts.defaults, (t) => this.tenants.get(t)).filter((p) => p.routed === routed);
   }
 
   /** One VM's elements: only what differs from what we wrote last (counters survive). */
   private async writePort(vm: VmRecord): Promise<void> {
     const ports = this.guards([vm]);
-    const want = mergeElements(ports, []);
+    const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
+    const want = mergeElements(ports, [], this.classIds);
     const wantHost = this.hostElements([vm]);
-    const lines = [
-      ...this.missingClasses(ports),
+    lines.push(
       ...elementDelta(this.ref, this.applied.get(vm.id) ?? new Map(), want),
       ...elementDelta(this.hostRef(), this.appliedHost.get(vm.id) ?? new Map(), wantHost),
-    ];
+    );
     if (lines.length > 0) {
       await this.write(lines);
       this.stats.elementUpdates++;
@@ -189,6 +204,47 @@ export class FirewallPlane implements NetworkPlane {
     return out;
   }
 
+  /** Policy classes the kernel table lacks: their chains and dispatch elements (ids assigned here). */
+  private missingPolicyClasses(ports: readonly PortGuard[]): string[] {
+    const out: string[] = [];
+    const ids = classIdsFor(ports, this.classIds);
+    for (const c of policyClasses(ports)) {
+      if (this.classIds.has(c.chain)) continue;
+      const id = ids.get(c.chain)!;
+      out.push(...policyClassCommands(this.ref, c, id));
+      this.classIds.set(c.chain, id);
+    }
+    return out;
+  }
+
+  /**
+   * Class ids and tenant numbers of a table we keep: read back once, so a
+   * restarted metald names the same classes and marks the same tenants.
+   */
+  private async adoptState(vms: readonly VmRecord[]): Promise<void> {
+    if (this.adopted) return;
+    this.adopted = true;
+    let vmap: NftObject[];
+    let zones: NftObject[];
+    try {
+      [vmap, zones] = await Promise.all([
+        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]),
+        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, PORT_ZONE_MAP]),
+      ]);
+    } catch {
+      return; // no table (or not ours yet): nothing to adopt, it is loaded whole
+    }
+    for (const [id, target] of mapEntries(vmap)) {
+      const chain = (target as { goto?: { target?: string } })?.goto?.target;
+      if (typeof id === 'number' && chain) this.classIds.set(chain, id);
+    }
+    const tenantOf = new Map(vms.flatMap((v) => v.nics.map((n) => [n.hostDevice, v.tenantId] as const)));
+    for (const [port, mark] of mapEntries(zones)) {
+      const tenant = typeof port === 'string' ? tenantOf.get(port) : undefined;
+      if (tenant !== undefined && typeof mark === 'number') this.tenants.adopt(tenant, TENANT_OF_MARK(mark));
+    }
+  }
+
   /**
    * Both tables present with the chains and sets we render, and — on a full
    * check — the rules (rules per chain; a rate chain with one rule per class
@@ -202,7 +258,9 @@ export class FirewallPlane implements NetworkPlane {
     const vms = [...this.known.values()];
     // Chains, set names and rule counts do not depend on the VMs (rate classes are compared with the
     // kernel's own class sets): check against the table rendered without ports, which costs nothing at 50k.
-    const text = this.render([]);
+    const text = renderTables(this.opts, [], this.trusted());
+    // Before anything computes a port's elements: they name tenant numbers and class ids.
+    await this.adoptState(vms);
     let guardOk: boolean;
     let hostOk: boolean;
     if (full) {
@@ -214,6 +272,7 @@ export class FirewallPlane implements NetworkPlane {
       guardOk = await this.namesMatch(this.family, this.opts.guardTable, text);
       hostOk = !this.opts.host || (await this.namesMatch('ip6', this.opts.hostTable, text));
     }
+    if (!guardOk) this.classIds = classIdsFor(this.guards(vms));
     if (!guardOk || !hostOk) {
       const script = [
         ...(guardOk ? [] : [`table ${this.ref} {}`, `delete table ${this.ref}`, renderGuardTable(this.guardInput(vms))]),
@@ -230,7 +289,7 @@ export class FirewallPlane implements NetworkPlane {
     if (!hostOk) this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
     if (!guardOk) {
       const ports = this.guards(vms);
-      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [])]));
+      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classIds)]));
       this.written = new Map(vms.map((v) => [v.id, v.revision]));
       this.classes = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
     }
@@ -278,7 +337,13 @@ export class FirewallPlane implements NetworkPlane {
         if (counts.get(chain) !== kernelClasses.filter(([k]) => `rate_${k}` === chain).length) return false;
       } else if (counts.get(chain) !== n) return false;
     }
-    for (const chain of counts.keys()) if (!want.has(chain)) return false;
+    // Policy classes are added as ports need them: known ones must have their rules, others may not be there.
+    const bodies = new Map(policyClasses(this.guards(this.known.values())).map((c) => [c.chain, c.body.length]));
+    for (const [chain, n] of counts) {
+      if (want.has(chain)) continue;
+      if (!chain.startsWith('pc_')) return false;
+      if (bodies.has(chain) && bodies.get(chain) !== n) return false;
+    }
     this.adoptClasses(have.map((o) => (o['set'] as { name?: string } | undefined)?.name));
     return true;
   }
@@ -287,15 +352,20 @@ export class FirewallPlane implements NetworkPlane {
   private async syncElements(): Promise<void> {
     const vms = [...this.known.values()];
     const ports = this.guards(vms);
-    const want = mergeElements(ports, this.trusted());
-    const lines = [...this.missingClasses(ports)];
+    const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
+    const want = mergeElements(ports, this.trusted(), this.classIds);
     const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
-    for (const name of [...STATIC_SETS.map((s) => s.name), ...classSets]) {
-      const have = await nftList(this.opts.netns, ['set', this.family, this.opts.guardTable, name]);
+    for (const { name, kind } of [...STATIC_SETS, ...classSets.map((name) => ({ name, kind: 'set' as const }))]) {
+      const have = await nftList(this.opts.netns, [kind ?? 'set', this.family, this.opts.guardTable, name]);
       const { add, remove } = elementDiff(have, want.get(name) ?? []);
       if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
       if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
     }
+    // The class dispatch: one element per class this plane knows.
+    const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
+    const classDiff = elementDiff(vmap, [...this.classIds].map(([chain, id]) => classElement(chain, id)));
+    if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
+    if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
     if (this.opts.host) {
       const have = await nftList(this.opts.netns, ['set', 'ip6', this.opts.hostTable, 'vm_bridges']);
       const wantHost = [...this.opts.host.vmBridges, ...this.routedDevices(vms)].map((d) => JSON.stringify(d));
@@ -314,13 +384,13 @@ export class FirewallPlane implements NetworkPlane {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
     }
-    this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [])]));
+    this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classIds)]));
     this.written = new Map(vms.map((v) => [v.id, v.revision]));
   }
 
   private guardInput(vms: readonly VmRecord[]) {
     return {
-      family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup,
+      family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup, classIds: this.classIds,
     };
   }
 
@@ -338,16 +408,25 @@ export class FirewallPlane implements NetworkPlane {
 }
 
 
+/** [key, value] of each element of a `nft -j list map` answer. */
+function mapEntries(objs: readonly NftObject[]): [unknown, unknown][] {
+  const body = objs.find((o) => 'map' in o)?.['map'] as { elem?: unknown[] } | undefined;
+  return (body?.elem ?? []).filter((e): e is [unknown, unknown] => Array.isArray(e) && e.length === 2);
+}
+
 export function renderTables(
   opts: Pick<FirewallPlaneOptions, 'family' | 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,
   vms: readonly VmRecord[],
   trusted: readonly string[] = [],
+  tenants = new TenantIndex(),
+  classIds: ReadonlyMap<string, number> = new Map(),
 ): string {
   const family = opts.family ?? 'bridge';
-  const ports = portGuards(vms, opts.defaults).filter((p) => p.routed === (family === 'ip6'));
+  const all = portGuards(vms, opts.defaults, (t) => tenants.get(t));
+  const ports = all.filter((p) => p.routed === (family === 'ip6'));
   const guard = renderGuardTable({
-    family, table: opts.guardTable, ports, trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup,
+    family, table: opts.guardTable, ports, trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup, classIds,
   });
-  const routed = portGuards(vms, opts.defaults).filter((p) => p.routed).map((p) => p.device);
+  const routed = all.filter((p) => p.routed).map((p) => p.device);
   return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable, routedDevices: routed })}` : guard;
 }

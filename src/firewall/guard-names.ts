@@ -5,11 +5,19 @@ import type { RateKind } from './port-guard.js';
 /** Why a guard dropped a packet; one dynamic counter set per reason, keyed by port. */
 export const DROP_REASONS = [
   'ra_guard', 'source_guard', 'nd_spoof', 'ext_header', 'rate_limit', 'vlan_tag', 'non_ipv6', 'dhcpv6_server',
+  // Issue 6: a NIC's rule list, a tenant or VLAN boundary (docs/decisions/0027), IsolateVm.
+  'policy_deny', 'tenant_isolation', 'isolation',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
-/** Drops of packets sent TO a port (rogue RAs forwarded to it, its RA rate limit), keyed by the receiving port. */
-export const IN_COUNTER_SETS = ['d_ra_guard_in', 'd_rate_limit_in'] as const;
+/**
+ * Reasons also counted for the receiving port: RAs forwarded to it and its RA
+ * rate limit, its ingress rules, boundaries it is behind, its isolation.
+ */
+export const OUT_REASONS = ['ra_guard', 'rate_limit', 'policy_deny', 'tenant_isolation', 'isolation'] as const satisfies readonly DropReason[];
+
+/** Drops of packets sent TO a port, keyed by the receiving port. */
+export const IN_COUNTER_SETS = OUT_REASONS.map((r) => `d_${r}_in` as const);
 
 export const PORT_SET_SIZE = 262_144;
 export const ADDR_SET_SIZE = 1_048_576;

@@ -1,6 +1,9 @@
-import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, PORT_SET_SIZE, ADDR_SET_SIZE, rateBurst, type DropReason } from './guard-names.js';
-import { mergeElements } from './guard-elements.js';
+import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, OUT_REASONS, PORT_SET_SIZE, ADDR_SET_SIZE, rateBurst, type DropReason } from './guard-names.js';
+import { mergeElements, type ClassIds } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
+import { ADMISSION_MASK, ADMISSION_SETS, hexMark, MASK, type AdmissionSet } from '../core/policy/zones.js';
+import { ESSENTIAL_ICMPV6, FLOW_SETS, PORT_ZONE_MAP, RX_FLOW_SETS, type CompiledClass } from '../core/policy/compile.js';
+import { CLASS_VMAP, classElement, DISPATCH_RULE, FLOW_SET_SIZE, FLOW_TIMEOUT, REPLY_RULES } from '../core/policy/plan.js';
 
 // PURE: the bridge-family table that guards every VM port (docs/decisions/0017).
 // Its chains and rules never name a VM. Everything per port lives in set
@@ -30,21 +33,33 @@ export interface GuardTableInput {
   defaultRates: Record<RateKind, number>;
   /** nflog group of sampled guard drops (the events issue reads it). */
   logGroup: number;
+  /** Ids of the policy classes (the chains come from the ports); missing ones are assigned in chain order. */
+  classIds?: ClassIds;
 }
 
 export interface SetDecl {
   name: string;
   decl: string;
+  /** Default 'set'. */
+  kind?: 'set' | 'map';
 }
 
 const ifSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_SET_SIZE};` });
+const ifMap = (name: string): SetDecl => ({ name, kind: 'map', decl: `type ifname : mark; size ${PORT_SET_SIZE};` });
+/** Sender mark (masked) . receiving port: the isolation checks (src/core/policy/zones.ts). */
+const peerSet = (name: string): SetDecl => ({ name, decl: `typeof meta mark . oifname; size ${ADDR_SET_SIZE};` });
 const counterSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_SET_SIZE}; flags dynamic; counter;` });
 
 /** Every static set of the table (rate classes come on top), in render order. */
 export const STATIC_SETS: readonly SetDecl[] = [
   ifSet('vm_ports'),
   ifSet('known_ports'),
-  { name: 'fast', decl: `type ifname . ether_addr . ipv6_addr . inet_proto; size ${ADDR_SET_SIZE};` },
+  { name: 'fast', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
+  // The same for ports with egress rules: their packets of a flow those rules accepted (decision 0027).
+  { name: 'fast_pol', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
+  ifMap(PORT_ZONE_MAP),
+  peerSet('rx_zone'),
+  peerSet('rx_zone_pol'),
   ifSet('rx_fast'),
   { name: 'port_mac', decl: `type ifname . ether_addr; size ${PORT_SET_SIZE};` },
   { name: 'port_lla', decl: `typeof iifname . @th,208,48; size ${PORT_SET_SIZE};` },
@@ -61,6 +76,21 @@ export const STATIC_SETS: readonly SetDecl[] = [
   ifSet('block_frag'),
   ifSet('block_dst'),
   ifSet('isolated'),
+  ...Object.values(ADMISSION_SETS).map(peerSet),
+  ifMap('pol_out'),
+  ifMap('pol_in'),
+  ifMap('pol_in_x'),
+  ifSet('policy_log'),
+];
+
+/** Reflexive flow sets (decision 0024): the kernel fills them, they are never diffed. */
+export const FLOW_SET_DECLS: readonly SetDecl[] = [
+  { name: FLOW_SETS.tcp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.tcp};` },
+  { name: FLOW_SETS.udp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
+  ...(['tcp', 'udp'] as const).map((p) => ({
+    name: RX_FLOW_SETS[p], decl: `type ifname . ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT[p]};`,
+  })),
+  { name: FLOW_SETS.echo, decl: `typeof ip6 saddr . ip6 daddr . icmpv6 id; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
 ];
 
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
@@ -69,15 +99,15 @@ export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => coun
 /** Drops go through one chain per reason: count per port, log a sample, drop (matches are evaluated once). */
 const drop = (reason: DropReason, key: 'iifname' | 'oifname' = 'iifname') => `jump drop_${reason}${key === 'oifname' ? '_out' : ''}`;
 
-/** Reasons that are also counted for the receiving port (RAs forwarded to a VM, its RA rate limit). */
-const OUT_REASONS: readonly DropReason[] = ['ra_guard', 'rate_limit'];
-
 function dropChains(logGroup: number): string[][] {
   const chain = (reason: DropReason, key: 'iifname' | 'oifname'): string[] => [
     `drop_${reason}${key === 'oifname' ? '_out' : ''}`,
     // Drops of what a VM was sent count for it in d_<reason>_in, never as if it had attacked.
     `update @d_${reason}${key === 'oifname' ? '_in' : ''} { ${key} }`,
-    `limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
+    // A VM knocking on a boundary is counted as the sender too (when it is on this bridge).
+    ...(reason === 'tenant_isolation' && key === 'oifname' ? ['iifname @vm_ports update @d_tenant_isolation { iifname }'] : []),
+    // A NIC's rule denies reach the log only when it asked (log_security_events).
+    `${reason === 'policy_deny' ? `${key} @policy_log ` : ''}limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
     'drop',
   ];
   return [...DROP_REASONS.map((r) => chain(r, 'iifname')), ...OUT_REASONS.map((r) => chain(r, 'oifname'))];
@@ -87,17 +117,38 @@ const ND = 'nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert';
 
 // Fast path in: unicast TCP/UDP, no extension header, not a DHCPv6 server, from the port's MAC and an
 // exact address, in one lookup. Per-VM packet and byte counts come from the ports' link statistics.
-const FAST_IN = 'th sport != 547 ip6 daddr != ff00::/8 iifname . ether saddr . ip6 saddr . ip6 nexthdr @fast counter accept comment "fast_in"';
+const FAST_IN = 'th sport != 547 ip6 daddr != ff00::/8 meta mark set iifname . ether saddr . ip6 saddr . ip6 nexthdr map @fast counter accept comment "fast_in"';
+
+/**
+ * Ports with egress rules: a packet of a flow those rules accepted (its tuple is in the flow set, and
+ * only this VM can send from its address) skips the full checks too. Not refreshed here: when the
+ * entry expires, the next packet takes the rules again and records it anew.
+ */
+const FAST_IN_FLOW = (p: 'tcp' | 'udp') =>
+  `meta l4proto ${p} ip6 daddr != ff00::/8 ${p === 'udp' ? 'th sport != 547 ' : ''}meta mark set iifname . ether saddr . ip6 saddr . ip6 nexthdr map @fast_pol`
+  + ` ip6 saddr . th sport . ip6 daddr . th dport @${FLOW_SETS[p]} counter accept comment "fast_in_flow"`;
+
+const SEGMENT = hexMark(MASK.segment);
+/** Delivery to a port with ingress rules: from its tenant and VLAN, a flow those rules accepted. */
+const FAST_OUT_FLOW = (p: 'tcp' | 'udp') =>
+  `meta l4proto ${p} meta mark & ${SEGMENT} . oifname @rx_zone_pol oifname . ip6 saddr . th sport . ip6 daddr . th dport @${RX_FLOW_SETS[p]}`;
+/** Fast delivery: from a VM of the receiver's own tenant and VLAN, or from what is not a VM (mark 0). */
+const FAST_OUT = `meta l4proto != ipv6-icmp meta mark & ${SEGMENT} . oifname @rx_zone`;
+const FAST_OUT_HOST = 'meta l4proto != ipv6-icmp meta mark 0 oifname @rx_fast';
 
 /** Bridge ports: prerouting (from the port), forward (from other ports), output (from the host). */
 function bridgeHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
     // What a VM receives is guarded where it is sent to the port: `forward` for frames from other
     // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
     // Fast path: non-ICMP from a known port to a port that is not isolated.
     ['forward', 'type filter hook forward priority -200; policy accept;',
-      'meta l4proto != ipv6-icmp oifname @rx_fast iifname @known_ports counter accept comment "fast_out"',
+      // A sender mark is only ever set on a VM port's way in: a marked frame never came from an unknown port.
+      `${FAST_OUT} counter accept comment "fast_out"`,
+      `${FAST_OUT_HOST} iifname @known_ports counter accept comment "fast_out_host"`,
+      `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
       'oifname @vm_ports jump vm_out_forwarded'],
     ['output', 'type filter hook output priority -200; policy accept;', 'oifname @vm_ports jump vm_out'],
     // Fail closed: a port metald does not know (on any bridge in this table's reach) never reaches a VM.
@@ -118,9 +169,13 @@ function bridgeHooks(): string[][] {
  */
 function routedHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, 'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
     ['forward', 'type filter hook forward priority -300; policy accept;',
-      'meta l4proto != ipv6-icmp oifname @rx_fast counter accept comment "fast_out"', 'oifname @vm_ports jump vm_out'],
+      `${FAST_OUT} counter accept comment "fast_out"`,
+      `${FAST_OUT_HOST} counter accept comment "fast_out_host"`,
+      `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
+      'oifname @vm_ports jump vm_out'],
     ['output', 'type filter hook output priority -300; policy accept;', 'oifname @vm_ports jump vm_out'],
   ];
 }
@@ -130,7 +185,9 @@ function chains(family: GuardFamily): string[][] {
   return [
     ...(family === 'bridge' ? bridgeHooks() : routedHooks()),
     ['vm_in',
-      'iifname @isolated counter drop comment "isolated"',
+      `iifname @isolated ${drop('isolation')}`,
+      // The sender's mark: the receiving side's isolation checks read it (decision 0027).
+      `meta mark set iifname map @${PORT_ZONE_MAP}`,
       `ether type vlan ${drop('vlan_tag')}`,
       `ether type 0x88a8 ${drop('vlan_tag')}`,
       `iifname . ether saddr != @port_mac ${drop('source_guard')}`,
@@ -151,7 +208,10 @@ function chains(family: GuardFamily): string[][] {
       `iifname @src_guard icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } jump nd_check`,
       `icmpv6 type { ${ND} } jump rate_nd`,
       `icmpv6 type != { ${ND} } jump rate_icmp`,
-      'meta l4proto != ipv6-icmp ip6 daddr ff00::/8 jump rate_mcast'],
+      'meta l4proto != ipv6-icmp ip6 daddr ff00::/8 jump rate_mcast',
+      // The NIC's egress rules (decision 0024): replies of accepted flows, then its class.
+      ...REPLY_RULES,
+      DISPATCH_RULE.egress],
     ['first_fragment', '@th,0,64 0-0xffffffffffffffff return', drop('ext_header')],
     ['hbh_mld_only',
       `meta l4proto != ipv6-icmp ${drop('ext_header')}`,
@@ -183,9 +243,69 @@ function chains(family: GuardFamily): string[][] {
       `iifname . @th,208,48 != @port_lla ${drop('nd_spoof')}`],
     ['na_target', 'iifname . @th,64,128 @na128 return', 'iifname . @th,64,64 @na64 return', drop('nd_spoof')],
     ['vm_out',
-      'oifname @isolated counter drop comment "isolated"',
-      'icmpv6 type nd-router-advert jump rate_ra'],
+      `oifname @isolated ${drop('isolation', 'oifname')}`,
+      'icmpv6 type nd-router-advert jump rate_ra',
+      // From another VM (mark 0: the host, a router, the outside): tenant and VLAN isolation.
+      'meta mark != 0 jump peer_check',
+      ...REPLY_RULES,
+      DISPATCH_RULE.ingress],
+    // Decision 0027: one masked lookup per situation, cheapest and commonest first.
+    ['peer_check',
+      admissionRule('peer_same', 'return'),
+      ...REPLY_RULES.map((r) => r.replace(/accept$/, 'return')),
+      admissionRule('seg_refuse', 'goto isolation_deny'),
+      admissionRule('seg_grant', 'goto admit'),
+      admissionRule('peer_tenant', 'return'),
+      admissionRule('peer_vlan', 'return'),
+      admissionRule('peer_open', 'return'),
+      admissionRule('peer_same_x', 'goto explicit_in'),
+      admissionRule('peer_tenant_x', 'goto explicit_in'),
+      admissionRule('peer_vlan_x', 'goto explicit_in'),
+      admissionRule('peer_open_x', 'goto explicit_in'),
+      'goto isolation_deny'],
+    // Admitted across a boundary by a segment rule: the replies must come back across it too.
+    ['admit',
+      `meta l4proto tcp update @${FLOW_SETS.tcp} { ip6 saddr . th sport . ip6 daddr . th dport }`,
+      `meta l4proto udp update @${FLOW_SETS.udp} { ip6 saddr . th sport . ip6 daddr . th dport }`,
+      `icmpv6 type echo-request update @${FLOW_SETS.echo} { ip6 saddr . ip6 daddr . icmpv6 id }`],
+    // Only the receiver's rules that name their source may open the boundary.
+    // Neighbours that a policy may connect must resolve each other (the answer goes the other way, where
+    // nothing is named) and see errors: essential ICMPv6 passes between them; strict pairs never get here.
+    ['explicit_in', `icmpv6 type { ${ESSENTIAL_ICMPV6.join(', ')} } return`, `meta mark set oifname map @pol_in_x meta mark vmap @${CLASS_VMAP}`, 'goto isolation_deny'],
+    // Multicast floods (DAD, MLD, mDNS) cross every port: dropped at a boundary without counting a VM.
+    ['isolation_deny', 'ip6 daddr ff00::/8 counter drop', drop('tenant_isolation', 'oifname')],
   ];
+}
+
+function admissionRule(set: AdmissionSet, verdict: string): string {
+  return `meta mark & ${hexMark(ADMISSION_MASK[set])} . oifname @${set} ${verdict}`;
+}
+
+/** Ids for the classes the ports use: the given ones, then the smallest free ids in chain order. */
+export function classIdsFor(ports: readonly PortGuard[], given: ClassIds = new Map()): Map<string, number> {
+  const ids = new Map(given);
+  const used = new Set(ids.values());
+  let next = 1;
+  const chains = [...new Set(ports.flatMap((p) => policyClasses([p]).map((c) => c.chain)))].sort();
+  for (const c of chains) {
+    if (ids.has(c)) continue;
+    while (used.has(next)) next++;
+    ids.set(c, next);
+    used.add(next);
+  }
+  return ids;
+}
+
+/** Distinct policy classes of the ports, by chain name. */
+export function policyClasses(ports: readonly PortGuard[]): CompiledClass[] {
+  const m = new Map<string, CompiledClass>();
+  for (const p of ports) for (const c of [p.policy.egress, p.policy.ingress, p.policy.explicit]) if (c) m.set(c.chain, c);
+  return [...m.values()].sort((a, b) => (a.chain < b.chain ? -1 : a.chain > b.chain ? 1 : 0));
+}
+
+/** Commands that add a policy class to an existing table `ref` (chain, rules, its dispatch element). */
+export function policyClassCommands(ref: string, c: CompiledClass, id: number): string[] {
+  return [`add chain ${ref} ${c.chain}`, ...c.body.map((l) => `add rule ${ref} ${c.chain} ${l}`), `add element ${ref} ${CLASS_VMAP} { ${classElement(c.chain, id)} }`];
 }
 
 /** Rate classes: the defaults plus each distinct (kind, rate) in use, sorted. */
@@ -217,13 +337,14 @@ export function rateClassCommands(ref: string, kind: RateKind, rate: number): st
 
 /** The whole table as one `nft -f` text. */
 export function renderGuardTable(input: GuardTableInput): string {
-  const els = mergeElements(input.ports, input.trustedPorts);
+  const ids = classIdsFor(input.ports, input.classIds);
+  const els = mergeElements(input.ports, input.trustedPorts, ids);
   const out = [`table ${input.family} ${input.table} {`, `\tcomment "metald port guards: managed by metald, changes are reverted"`];
   const elements = (name: string) => {
     const e = els.get(name) ?? [];
     return e.length === 0 ? '' : ` elements = { ${e.join(', ')} }`;
   };
-  for (const s of [...STATIC_SETS, ...COUNTER_SETS]) out.push(`\tset ${s.name} { ${s.decl}${elements(s.name)} }`);
+  for (const s of [...STATIC_SETS, ...COUNTER_SETS, ...FLOW_SET_DECLS]) out.push(`\t${s.kind ?? 'set'} ${s.name} { ${s.decl}${elements(s.name)} }`);
   const classes = rateClasses(input.ports, input.defaultRates);
   for (const [k, r] of classes) {
     const [ports, lim] = rateClass(k, r).sets;
@@ -231,6 +352,11 @@ export function renderGuardTable(input: GuardTableInput): string {
   }
   const block = (name: string, body: readonly string[]) => out.push(`\tchain ${name} {`, ...body.map((r) => `\t\t${r}`), '\t}');
   for (const [name, ...body] of dropChains(input.logGroup)) block(name!, body);
+  // Policy classes, then the map that names them (the text loads in one pass).
+  const classes_ = policyClasses(input.ports);
+  for (const c of classes_) block(c.chain, c.body);
+  const vmap = classes_.map((c) => classElement(c.chain, ids.get(c.chain)!));
+  out.push(`\tmap ${CLASS_VMAP} { type mark : verdict;${vmap.length ? ` elements = { ${vmap.join(', ')} }` : ''} }`);
   for (const k of RATE_KINDS) block(`rate_${k}`, classes.filter(([ck]) => ck === k).map(([, r]) => rateClass(k, r).rule));
   // Chains that others jump to come first, so the text loads in one pass.
   for (const [name, ...body] of chains(input.family).reverse()) block(name!, body);

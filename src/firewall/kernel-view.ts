@@ -29,7 +29,16 @@ function canonPart(v: unknown): string {
 /** Key of an element as the renderer writes it: `"p" . 1.2::3`, `"p" : jump c`. */
 export function textKey(el: string): string {
   const [key, value] = el.split(' : ');
-  return key!.split(' . ').map(canonPart).join(' . ') + (value ? ` : ${value}` : '');
+  return key!.split(' . ').map(canonPart).join(' . ') + (value ? ` : ${/^0x[0-9a-f]+$|^\d+$/i.test(value) ? canonPart(value) : value}` : '');
+}
+
+/** A map element's value as the renderer writes it: a mark, or `jump c` / `goto c`. */
+function jsonValue(v: unknown): string | undefined {
+  if (typeof v === 'number' || typeof v === 'string') return canonPart(v);
+  const o = v as { jump?: { target?: string }; goto?: { target?: string } } | undefined;
+  if (o?.jump?.target) return `jump ${o.jump.target}`;
+  if (o?.goto?.target) return `goto ${o.goto.target}`;
+  return undefined;
 }
 
 /** Key and value of an element from `nft -j list set|map`. */
@@ -40,10 +49,11 @@ function jsonKey(el: unknown): string {
   return parts.map(canonPart).join(' . ');
 }
 
+/** Interface names are quoted; marks, addresses, MACs and protocol names are not (metald never names a port "tcp"). */
 function jsonText(key: string): string {
   return key
     .split(' . ')
-    .map((p, i) => (i === 0 ? JSON.stringify(p) : p))
+    .map((p) => (/^0x[0-9a-f]+$/.test(p) || p.includes(':') || p === 'tcp' || p === 'udp' ? p : JSON.stringify(p)))
     .join(' . ');
 }
 
@@ -53,10 +63,10 @@ export function elementDiff(have: readonly NftObject[], want: readonly string[])
   const body = (obj?.['set'] ?? obj?.['map']) as { elem?: unknown[] } | undefined;
   const haveKeys = new Map<string, string>();
   for (const el of body?.elem ?? []) {
-    // A map element is [key, verdict]; the verdict is part of what must match.
+    // A map element is [key, value]; the value is part of what must match.
     const k = jsonKey(Array.isArray(el) ? el[0] : el);
-    const target = Array.isArray(el) ? (el[1] as { jump?: { target?: string } })?.jump?.target : undefined;
-    haveKeys.set(target ? `${k} : jump ${target}` : k, jsonText(k));
+    const value = Array.isArray(el) ? jsonValue(el[1]) : undefined;
+    haveKeys.set(value ? `${k} : ${value}` : k, jsonText(k));
   }
   const wantKeys = new Map(want.map((w) => [textKey(w), w]));
   return {

@@ -1,5 +1,10 @@
 import { parseInterface, parseIpv6 } from '../core/net/ipv6.js';
 import type { NicRecord, VmRecord } from '../core/vm/record.js';
+import { effectiveIsolation, effectiveProfile, PROFILES, type IsolationLevel, type Profile } from '../core/policy/attach.js';
+import { compileClass, compileExplicitClass, type CompiledClass } from '../core/policy/compile.js';
+import { refineGuard, type HostPolicy } from '../core/policy/host-policy.js';
+import { parseNicRule, type NicRule } from '../core/policy/nic-rules.js';
+import type { Reception, Zone } from '../core/policy/zones.js';
 
 // PURE: what the guards of one VM port must enforce, from the VM as stored
 // and the host's security settings (docs/decisions/0017). Everything the
@@ -18,6 +23,27 @@ export interface GuardDefaults {
   rates: Record<RateKind, number>;
   /** Per bridge: RA guard switch, allowed RA sources as configured, MLD snooping. */
   bridges: ReadonlyMap<string, BridgeGuardSettings>;
+  /** Isolation and policies (docs/decisions/0024, 0027); absent = every VM at the defaults of profile high, no policy. */
+  segmentation?: SegmentationSettings;
+}
+
+export interface SegmentationSettings {
+  /** `default_security_profile`: the profile of a pool that sets none. */
+  defaultProfile: Profile;
+  /** `enable_vlans`: off, VLAN ids are recorded but do not separate. */
+  vlans: boolean;
+  pools: readonly { id: string; network: bigint; length: number; profile: Profile }[];
+  /** Section-2 policies with the profiles they are attached to. */
+  policies: readonly { id: string; profiles: readonly Profile[]; policy: HostPolicy }[];
+}
+
+/** The NIC's rule lists compiled (decision 0024) and what it logs. */
+export interface PortPolicy {
+  egress: CompiledClass | null;
+  ingress: CompiledClass | null;
+  /** Ingress rules that name their source, for packets only an explicit policy lets across a boundary. */
+  explicit: CompiledClass | null;
+  log: boolean;
 }
 
 export interface BridgeGuardSettings {
@@ -54,6 +80,20 @@ export interface PortGuard {
   rates: Record<RateKind, number>;
   /** Link-local sources of other routers whose RAs may be forwarded to this VM (SPEC-NOTES 1). */
   raSources: bigint[];
+  /** Who it is as a sender (its packets' mark) and whom it admits as a receiver (decision 0027). */
+  zone: Zone;
+  reception: Reception;
+  policy: PortPolicy;
+}
+
+/** Tenant id -> its index on this host (1..16383), shared by every table that marks packets. */
+export type TenantIndex = (tenantId: string) => number;
+
+interface NicPolicyJson {
+  ingress_rules?: string[];
+  egress_rules?: string[];
+  tenant_isolation_level?: string;
+  log_security_events?: boolean;
 }
 
 interface NicSecurityJson {
@@ -80,18 +120,80 @@ export function eui64(mac: string): bigint {
   return bytes.reduce((acc, x) => (acc << 8n) | BigInt(x), 0n);
 }
 
-/** The NIC's `ipv6.security` block from the stored request (protobuf JSON, proto field names). */
-function nicSecurity(vm: VmRecord, nicId: string): NicSecurityJson {
-  const network = (vm.config['network'] ?? []) as unknown as { id?: string; ipv6?: { security?: NicSecurityJson } }[];
-  return network.find((n) => n.id === nicId)?.ipv6?.security ?? {};
+type NicJson = { id?: string; ipv6?: { security?: NicSecurityJson }; security_policy?: NicPolicyJson };
+
+/** The NIC as stored (protobuf JSON, proto field names). */
+function nicJson(vm: VmRecord, nicId: string): NicJson {
+  const network = (vm.config['network'] ?? []) as unknown as NicJson[];
+  return network.find((n) => n.id === nicId) ?? {};
+}
+
+/** Rules were validated when the VM was created; a rule that no longer parses is dropped (fail closed: the list still ends in deny). */
+function rules(list: readonly string[] | undefined): NicRule[] {
+  const out: NicRule[] = [];
+  for (const r of list ?? []) {
+    try {
+      out.push(parseNicRule(r));
+    } catch {
+      /* skipped */
+    }
+  }
+  return out;
+}
+
+const asProfile = (v: unknown): Profile | '' => ((PROFILES as readonly string[]).includes(String(v)) ? (v as Profile) : '');
+const asLevel = (v: unknown): IsolationLevel | '' => (['strict', 'moderate', 'none'].includes(String(v)) ? (v as IsolationLevel) : '');
+
+/** Zone, reception and policy of one NIC (decisions 0024, 0027). */
+function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefaults, tenantIndex: TenantIndex) {
+  const seg = d.segmentation ?? { defaultProfile: 'high' as Profile, vlans: false, pools: [], policies: [] };
+  const addr = nic.ipv6Address ? parseInterface(nic.ipv6Address).address : undefined;
+  const pool = addr === undefined ? undefined : seg.pools.find((p) => addr >> BigInt(128 - p.length) === p.network >> BigInt(128 - p.length));
+  const poolProfile = pool?.profile ?? seg.defaultProfile;
+  const requested = (vm.config['security_profile'] ?? {}) as { profile_name?: string; enable_network_microsegmentation?: boolean };
+  const profile = effectiveProfile(asProfile(requested.profile_name), poolProfile);
+  const attached = seg.policies.find((p) => p.profiles.includes(profile));
+  const pj = json.security_policy ?? {};
+  const vlan = seg.vlans ? (nic.vlanId ?? 0) : 0;
+  const zone: Zone = {
+    tenant: tenantIndex(vm.tenantId),
+    vlan,
+    level: effectiveIsolation(asLevel(pj.tenant_isolation_level), profile, poolProfile),
+    between: attached?.policy.betweenVlans ?? 'deny',
+    policyProfile: attached ? profile : null,
+  };
+  const ingress = rules(pj.ingress_rules);
+  // Microsegmentation: the VM's own ingress rules decide which VMs reach it; without any, none does.
+  const reception: Reception = { microsegmentation: requested.enable_network_microsegmentation === true && ingress.length === 0, grantedBy: [], refusedBy: [] };
+  for (const p of seg.policies) {
+    const rule = p.policy.segments.find((r) => (r.pool === null || r.pool === pool?.id) && (r.vlan === null || r.vlan === vlan));
+    if (!rule) continue;
+    for (const prof of p.profiles) (rule.action === 'allow' ? reception.grantedBy : reception.refusedBy).push(prof);
+  }
+  const policy: PortPolicy = {
+    egress: compileClass('egress', rules(pj.egress_rules)),
+    ingress: compileClass('ingress', ingress),
+    explicit: compileExplicitClass(ingress),
+    // High-profile VMs always have their denies sampled to the log.
+    log: pj.log_security_events === true || profile === 'high',
+  };
+  return { zone, reception, policy, hostPolicy: attached?.policy };
 }
 
 function positive(v: number | undefined, fallback: number): number {
   return v !== undefined && v > 0 ? v : fallback;
 }
 
-export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults): PortGuard {
-  const sec = nicSecurity(vm, nic.id);
+/** Without an index (renders, tests), tenants are numbered in order of appearance within one call. */
+function localIndex(): TenantIndex {
+  const m = new Map<string, number>();
+  return (t) => m.get(t) ?? (m.set(t, m.size + 1), m.size);
+}
+
+export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults, tenantIndex: TenantIndex = localIndex()): PortGuard {
+  const json = nicJson(vm, nic.id);
+  const sec = json.ipv6?.security ?? {};
+  const { zone, reception, policy, hostPolicy } = segmentation(vm, nic, json, d, tenantIndex);
   const bridge = d.bridges.get(nic.bridge);
   const sourceGuard = sec.enable_source_guard ?? d.sourceGuard;
   // Same reading as the validation that gave the NIC its /64 (docs/decisions/0012).
@@ -108,7 +210,7 @@ export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults): PortG
     // The guest also forms a SLAAC address from its MAC in an on-link /64 that radvd advertises.
     else if (a.length === 64) sources128.push((upper << 64n) | iid);
   }
-  return {
+  return refineGuard({
     device: nic.hostDevice,
     vmId: vm.id,
     tenantId: vm.tenantId,
@@ -134,7 +236,10 @@ export function portGuard(vm: VmRecord, nic: NicRecord, d: GuardDefaults): PortG
       ra: positive(sec.ra_rate_limit, d.rates.ra),
     },
     raSources: raSources(bridge, sec.allowed_ra_sources ?? []),
-  };
+    zone,
+    reception,
+    policy,
+  }, hostPolicy);
 }
 
 /**
@@ -150,9 +255,9 @@ export function raSources(bridge: BridgeGuardSettings | undefined, nicAllowed: r
   return uniqueSorted(listed.filter((a) => a >> 118n === 0xfe80n >> 6n));
 }
 
-export function portGuards(vms: readonly VmRecord[], d: GuardDefaults): PortGuard[] {
+export function portGuards(vms: readonly VmRecord[], d: GuardDefaults, tenantIndex: TenantIndex = localIndex()): PortGuard[] {
   const out: PortGuard[] = [];
-  for (const vm of vms) for (const nic of vm.nics) out.push(portGuard(vm, nic, d));
+  for (const vm of vms) for (const nic of vm.nics) out.push(portGuard(vm, nic, d, tenantIndex));
   return out.sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : 0));
 }
 

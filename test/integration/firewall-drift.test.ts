@@ -109,3 +109,27 @@ test('between full checks (every 6th pass) a cheap check still finds a deleted t
   assert.equal(cheap.stats.driftRepairs, 1);
   nft('delete table bridge fwc_guard\n');
 });
+
+test('rules and tenants: a restarted plane adopts class ids and tenant numbers and writes nothing; a lost class dispatch comes back', async () => {
+  const withRules = (v: ReturnType<typeof vm>, tenant: string, ingress: string[]) => ({
+    ...v, tenantId: tenant, config: { network: [{ id: 'eth0', security_policy: { ingress_rules: ingress, egress_rules: ['allow all from any to any'] } }] },
+  });
+  const D = withRules(vm('d', 'vpd', '52:54:00:00:00:0d', 'fd00:10::d/64'), 'tenant-z', ['allow tcp from any to any port 22']);
+  const E = withRules(vm('e', 'vpe', '52:54:00:00:00:0e', 'fd00:10::e/64'), 'tenant-y', ['allow tcp from fd00:10::d to any port 80']);
+  const all = [A, B, D, E];
+  await plane.reconcile(all);
+  const zones = async () => JSON.stringify((await nftList(ns, ['map', 'bridge', 'fwt_guard', 'port_zone']))[0]);
+  const vmap = async () => JSON.stringify((await nftList(ns, ['map', 'bridge', 'fwt_guard', 'pol_chains']))[0]);
+  const [z1, v1] = [await zones(), await vmap()];
+  assert.match(v1, /pc_[0-9a-f]{16}/);
+  // A new metald process: same tenants in a different order must not renumber anything.
+  const again = new FirewallPlane(new UnmanagedNetworkPlane(), opts);
+  await again.reconcile([E, D, B, A]);
+  assert.equal(again.stats.writes, 0, 'the adopted table needed no write');
+  assert.equal(await zones(), z1);
+  assert.equal(await vmap(), v1);
+  const id = (JSON.parse(v1) as { map: { elem: [number, unknown][] } }).map.elem[0]![0];
+  nft(`delete element bridge fwt_guard pol_chains { ${id} }\n`);
+  await again.reconcile(all);
+  assert.equal(await vmap(), v1, 'the class dispatch was restored');
+});

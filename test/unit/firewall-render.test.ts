@@ -102,7 +102,7 @@ test('adding a VM is element adds only, a constant number; isolating it touches 
   assert.ok(add.length <= 40);
   const iso = elementDelta('bridge t', portElements(g), portElements({ ...g, isolated: true }));
   assert.deepEqual(iso.map((l) => l.split(' ').slice(0, 5).join(' ')).sort(),
-    ['add element bridge t isolated', 'delete element bridge t fast', 'delete element bridge t rx_fast']);
+    ['add element bridge t isolated', 'delete element bridge t fast', 'delete element bridge t rx_fast', 'delete element bridge t rx_zone']);
   const del = elementDelta('bridge t', portElements(g), new Map());
   assert.equal(del.length, add.length);
   assert.ok(del.every((l) => l.startsWith('delete element bridge t ')));

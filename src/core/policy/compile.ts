@@ -30,7 +30,17 @@ export const ESSENTIAL_ICMPV6 = [
   'mld-listener-query', 'mld-listener-report', 'mld-listener-done', 'mld2-listener-report',
 ] as const;
 
-export const FLOW_SETS = { tcp: 'flows_tcp', udp: 'flows_udp' } as const;
+export const FLOW_SETS = { tcp: 'flows_tcp', udp: 'flows_udp', echo: 'flows_echo' } as const;
+/**
+ * Flows a receiving port's ingress rules accepted, keyed by that port: its
+ * delivery fast path (the shared sets above also hold flows only a sender's
+ * egress rules saw, which must not skip the receiver's rules).
+ */
+export const RX_FLOW_SETS = { tcp: 'flows_rx_tcp', udp: 'flows_rx_udp' } as const;
+/** Port -> its sender mark (src/core/policy/zones.ts). */
+export const PORT_ZONE_MAP = 'port_zone';
+/** Where a cross-boundary packet that no explicit rule admits goes (decision 0027). */
+export const ISOLATION_DENY_CHAIN = 'drop_tenant_isolation_out';
 /** Where denies go: one chain per direction that counts per port, logs for ports in @policy_log, drops. */
 export const DENY_CHAIN: Record<Direction, string> = { egress: 'drop_policy_deny', ingress: 'drop_policy_deny_out' };
 
@@ -68,7 +78,11 @@ function portMatch(proto: 'tcp' | 'udp', field: 'sport' | 'dport', e: Endpoint):
   return e.ports === null ? [] : [`${proto} ${field} ${set(e.ports.map(printPort))}`];
 }
 
-const RECORD = (proto: 'tcp' | 'udp') => `update @${FLOW_SETS[proto]} { ip6 saddr . th sport . ip6 daddr . th dport }`;
+const RECORD = (proto: 'tcp' | 'udp', direction: Direction) =>
+  `update @${FLOW_SETS[proto]} { ip6 saddr . th sport . ip6 daddr . th dport }`
+  + (direction === 'ingress' ? ` update @${RX_FLOW_SETS[proto]} { oifname . ip6 saddr . th sport . ip6 daddr . th dport }` : '');
+/** An accepted echo request lets its reply through (keyed by addresses and echo id). */
+export const RECORD_ECHO = `icmpv6 type echo-request update @${FLOW_SETS.echo} { ip6 saddr . ip6 daddr . icmpv6 id }`;
 
 /** The nft lines of one rule (an `allow all` is three: TCP and UDP record their flow). */
 export function ruleLines(r: NicRule, direction: Direction): string[] {
@@ -86,19 +100,27 @@ export function ruleLines(r: NicRule, direction: Direction): string[] {
   switch (r.protocol) {
     case 'tcp':
     case 'udp':
-      return [line(where(r.protocol, r.protocol), `${RECORD(r.protocol)} accept`)];
+      return [line(where(r.protocol, r.protocol), `${RECORD(r.protocol, direction)} accept`)];
     case 'icmpv6':
-      return [line(where(null, 'ipv6-icmp'), 'accept')];
+      return [line(where(null, null), `${RECORD_ECHO} accept`), line(where(null, 'ipv6-icmp'), 'accept')];
     case 'all':
       return [
-        line(where('tcp', 'tcp'), `${RECORD('tcp')} accept`),
-        line(where('udp', 'udp'), `${RECORD('udp')} accept`),
+        line(where('tcp', 'tcp'), `${RECORD('tcp', direction)} accept`),
+        line(where('udp', 'udp'), `${RECORD('udp', direction)} accept`),
+        line(where(null, null), `${RECORD_ECHO} accept`),
         line(where(null, null), 'accept'),
       ];
   }
 }
 
 const catchAll = (r: NicRule) => r.protocol === 'all' && r.from.addresses === 'any' && r.to.addresses === 'any';
+
+/**
+ * The dispatch borrowed the mark to pick the class; give it back: what the
+ * VM sends carries its sender mark on (the receiving side's isolation checks
+ * read it), what it receives needs none.
+ */
+const RESTORE_MARK: Record<Direction, string> = { egress: `meta mark set iifname map @${PORT_ZONE_MAP}`, ingress: 'meta mark set 0' };
 
 /** One class: its chain name and body. An empty list has no class (the NIC is not filtered). */
 export function compileClass(direction: Direction, rules: readonly NicRule[]): CompiledClass | null {
@@ -107,12 +129,30 @@ export function compileClass(direction: Direction, rules: readonly NicRule[]): C
   const stop = rules.findIndex(catchAll);
   const reached = stop < 0 ? rules : rules.slice(0, stop + 1);
   const body = [
-    'meta mark set 0',
+    RESTORE_MARK[direction],
     `icmpv6 type { ${ESSENTIAL_ICMPV6.join(', ')} } accept`,
     ...reached.flatMap((r) => ruleLines(r, direction)),
     ...(stop < 0 ? [`jump ${DENY_CHAIN[direction]}`] : []),
   ];
   return { chain: className(direction, rules), direction, rules: rules.map(printNicRule), body };
+}
+
+/**
+ * The ingress class for packets that cross a tenant or VLAN boundary which
+ * only an explicit policy opens (decision 0027): the NIC's rules that name
+ * their source (never `from any`), in order; what they do not admit is an
+ * isolation drop. Null when no rule names a source: nothing crosses.
+ */
+export function compileExplicitClass(rules: readonly NicRule[]): CompiledClass | null {
+  const named = rules.filter((r) => r.from.addresses !== 'any');
+  if (named.length === 0) return null;
+  const body = [
+    RESTORE_MARK.ingress,
+    ...named.flatMap((r) => ruleLines(r, 'ingress')),
+    `jump ${ISOLATION_DENY_CHAIN}`,
+  ];
+  const key = `explicit\n${classKey('ingress', named)}`;
+  return { chain: `pc_${createHash('sha256').update(key).digest('hex').slice(0, 16)}`, direction: 'ingress', rules: named.map(printNicRule), body };
 }
 
 const coversIcmp = (r: NicRule) => r.protocol === 'all' || r.protocol === 'icmpv6';
