@@ -77,7 +77,9 @@ function dropChains(logGroup: number): string[][] {
     `drop_${reason}${key === 'oifname' ? '_out' : ''}`,
     // Drops of what a VM was sent count for it in d_<reason>_in, never as if it had attacked.
     `update @d_${reason}${key === 'oifname' ? '_in' : ''} { ${key} }`,
-    `limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
+    // queue-threshold 1: the kernel hands each sample over at once, not in batches flushed every second
+    // (nfnetlink_log's default), so an attack is an event within milliseconds (decision 0027).
+    `limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup} queue-threshold 1`,
     'drop',
   ];
   return [...DROP_REASONS.map((r) => chain(r, 'iifname')), ...OUT_REASONS.map((r) => chain(r, 'oifname'))];

@@ -120,7 +120,7 @@ export class IncidentResponder {
         if (was) return;
         this.stats.monitoringStarted++;
         this.opts.ring.add({
-          type: 'monitoring_enhanced', severity: 'low', vm_id: e.vm_id, tenant_id: e.tenant_id, nic: '', port: '', reason: e.reason, count: 1,
+          type: 'monitoring_enhanced', severity: 'low', vm_id: e.vm_id, tenant_id: e.tenant_id, nic: '', port: '', reason: e.reason, count: 0,
           detail: `every logged drop of tenant ${e.tenant_id}'s VMs is an event until ${new Date(until).toISOString()} (after event ${e.seq})`,
         });
         return;
