@@ -44,7 +44,9 @@ export const securityEventsSchema = z
     syslog: z
       .strictObject({
         socket: z.string().default('/dev/log'),
-        format: z.enum(['rfc3164', 'rfc5424']).default('rfc3164'),
+        // local: syslog(3)'s "<PRI>Mmm dd hh:mm:ss metald[pid]: msg" (journald, rsyslog); rfc3164 adds the
+        // host name; rfc5424 for a local rsyslog that takes it (journald does not parse it, systemd#19251).
+        format: z.enum(['local', 'rfc3164', 'rfc5424']).default('local'),
         max_buffered: intIn(1, 1_000_000).default(10_000),
         remote: z
           .strictObject({

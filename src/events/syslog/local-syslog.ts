@@ -13,8 +13,8 @@ import { BoundedQueue } from './bounded-queue.js';
 
 export interface LocalSyslogOptions {
   socket: string;
-  /** rfc3164 (what journald and glibc's syslog(3) speak) or rfc5424 (rsyslog). */
-  format: 'rfc3164' | 'rfc5424';
+  /** local: glibc syslog(3)'s format, what journald parses; rfc3164 adds the host name; rfc5424 (rsyslog). */
+  format: 'local' | 'rfc3164' | 'rfc5424';
   tag: string;
   maxBuffered: number;
   log: { warn(o: object, m?: string): void };
@@ -67,8 +67,9 @@ export class LocalSyslog {
       this.retry(`syslog socket ${this.opts.socket} does not exist`);
       return undefined;
     }
-    const fmt = this.opts.format === 'rfc5424' ? '--rfc5424=notq' : '--rfc3164';
-    const child = spawn('logger', ['--socket', this.opts.socket, '--socket-errors=on', '--prio-prefix', fmt,
+    // logger's own default for a Unix socket is syslog(3)'s local format (no host name).
+    const fmt = { local: [], rfc3164: ['--rfc3164'], rfc5424: ['--rfc5424=notq'] }[this.opts.format];
+    const child = spawn('logger', ['--socket', this.opts.socket, '--socket-errors=on', '--prio-prefix', ...fmt,
       '-t', this.opts.tag, `--id=${process.pid}`, '--size', '8192'], { stdio: ['pipe', 'ignore', 'pipe'] });
     let err = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-500)));
