@@ -168,6 +168,12 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
     await mine.close();
     await theirs.close();
     assert.equal(theirs.got.filter((x) => x.vm_id === v1.id).length, 0, "tenant b's stream shows nothing of tenant a");
+    // A reconnecting client resumes after the last id it saw (Last-Event-ID); stored events are replayed first.
+    const replay = await fetch(`${env.url}/debug/security/events/stream?type=guard_sample`, { headers: { authorization: `Bearer ${TOKENS.a}`, 'last-event-id': String(e!.seq - 1) } });
+    const reader = replay.body!.getReader();
+    let text = '';
+    while (!text.includes(`id: ${e!.seq}\n`)) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
     // syslog: PRI 131 = local0 (16) * 8 + err (3) for a high event.
     await waitUntil('syslog lines', async () => local.some((l) => l.includes(`seq=${e!.seq} `)) && remote.some((l) => l.includes(`seq="${e!.seq}"`)), 3000);
     const l = local.find((x) => x.includes(`seq=${e!.seq} `))!;
