@@ -185,12 +185,16 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
 
   it('the host firewall denies a VM probing ssh: a host_deny event of that VM; a refused policy is an event', async () => {
     const [, v2] = vms as [Vm, Vm];
-    await inNs(v2.ns, ['/usr/bin/python3', '-c', 'import socket\ns=socket.socket(socket.AF_INET6);s.settimeout(0.5)\ntry: s.connect(("fd00:77::1",22))\nexcept Exception: pass']);
+    // SYNs to the host's sshd: dropped and logged by the host table (batched by the kernel for up to 1 s).
     let e: Ev | undefined;
-    await waitUntil('a host_deny for e2', async () => {
-      e = (await events(`vm_id=${v2.id}&type=host_deny`)).events[0];
-      return e !== undefined;
-    }, 3000);
+    for (let i = 0; i < 3 && !e; i++) {
+      await inNs(v2.ns, ['/usr/bin/python3', '-c', 'import socket\ns=socket.socket(socket.AF_INET6);s.settimeout(1)\ntry: s.connect(("fd00:77::1",22))\nexcept Exception: pass']);
+      await waitUntil('a host_deny for e2', async () => {
+        e = (await events(`vm_id=${v2.id}&type=host_deny`)).events[0];
+        return e !== undefined;
+      }, 2500).catch(() => {});
+    }
+    assert.ok(e, `no host_deny for e2: ${JSON.stringify((await events('type=host_deny')).events)}`);
     // Attributed by the source MAC (the bridge hands the host no port; the guards pin the MAC to e2's port).
     assert.deepEqual([e!.tenant_id, e!.severity, e!.packet?.dport, e!.packet?.src_mac, e!.port], ['tenant-b', 'medium', 22, v2.mac, v2.dev]);
     assert.ok(e!.count >= 1);
