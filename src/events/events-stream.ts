@@ -76,5 +76,7 @@ export class EventStreams {
     write(': stream open\n\n');
     beat = setInterval(() => write(': ping\n\n'), HEARTBEAT_MS).unref();
     res.on('close', close);
+    // The client may have gone while it was being authorised: no 'close' will come any more.
+    if ((res as http.ServerResponse).destroyed) close();
   }
 }

@@ -107,13 +107,17 @@ export class NflogReader {
       }
       this.budget(child);
     });
-    child.once('exit', (code, signal) => {
+    // A program that cannot be started reports 'error' and maybe no 'exit': either one restarts, once.
+    child.once('error', () => gone(null, null));
+    child.once('exit', (code, signal) => gone(code, signal));
+    const gone = (code: number | null, signal: NodeJS.Signals | null) => {
       if (this.stopped || this.child !== child) return;
+      this.child = undefined;
       this.counts.restarts++;
       this.opts.log.warn({ code, signal, err: err.trim().slice(0, 500), retry_ms: this.backoffMs }, 'nflog reader exited; guard samples pause until it is back (counters still count)');
       this.restartTimer = setTimeout(() => this.spawn(), this.backoffMs).unref();
       this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
-    });
+    };
   }
 
   /** Past the second's record budget, stop reading until the next second. */

@@ -77,7 +77,10 @@ export class LocalSyslog {
     child.stdin!.on('error', () => {});
     child.stdin!.on('drain', () => this.pump());
     const born = Date.now();
-    child.once('exit', () => {
+    // A logger that cannot be started reports 'error' and maybe no 'exit': either one ends it, once.
+    child.once('error', () => gone());
+    child.once('exit', () => gone());
+    const gone = () => {
       if (this.child !== child) return;
       this.child = undefined;
       // A logger that ran for a while was a working socket: start the delays (and the warning) afresh.
@@ -86,7 +89,7 @@ export class LocalSyslog {
         this.warned = false;
       }
       if (!this.stopped) this.retry(err.trim() || 'logger exited');
-    });
+    };
     this.child = child;
     return child;
   }
