@@ -36,7 +36,8 @@ export interface SecurityOpsDeps {
 const INCIDENT_ADMIN = { kind: 'admin', name: 'incident-response' } as const;
 
 export class SecurityOps {
-  readonly reader?: NflogReader;
+  /** One reader per group: a flood of host denies (group 1, not limited in the kernel) cannot crowd out guard samples. */
+  readonly readers: NflogReader[] = [];
   readonly responder?: IncidentResponder;
   readonly hook?: HookRunner;
   readonly local?: LocalSyslog;
@@ -78,17 +79,19 @@ export class SecurityOps {
     if (se.nflog.enabled && guardTables(cfg).length > 0) {
       const netns = cfg.dataplane.netns;
       const responder = this.responder;
-      this.reader = new NflogReader({
-        netns, groups: [HOST_DENY_LOG_GROUP, GUARD_LOG_GROUP], ring, log, maxRecordsPerSecond: se.nflog.max_records_per_second,
-        directory: new PortDirectory({
-          listVms: async () => (await deps.store.listVms({})).vms,
-          listLinks: async () => new Map((await ipJson(netns, ['link', 'show'])).map((l) => [Number(l['ifindex']), String(l['ifname'])])),
-        }),
-        gate: {
-          perKeyIntervalMs: se.nflog.per_port_interval, maxPerSecond: se.nflog.max_events_per_second,
-          enhanced: (t) => responder?.isEnhanced(t) ?? false,
-        },
+      const directory = new PortDirectory({
+        listVms: async () => (await deps.store.listVms({})).vms,
+        listLinks: async () => new Map((await ipJson(netns, ['link', 'show'])).map((l) => [Number(l['ifindex']), String(l['ifname'])])),
       });
+      for (const group of [GUARD_LOG_GROUP, HOST_DENY_LOG_GROUP]) {
+        this.readers.push(new NflogReader({
+          netns, groups: [group], ring, log, maxRecordsPerSecond: se.nflog.max_records_per_second, directory,
+          gate: {
+            perKeyIntervalMs: se.nflog.per_port_interval, maxPerSecond: se.nflog.max_events_per_second,
+            enhanced: (t) => responder?.isEnhanced(t) ?? false,
+          },
+        }));
+      }
     }
 
     if (cfg.ipv6.security.enable_security_logging) {
@@ -116,13 +119,13 @@ export class SecurityOps {
 
   start(): void {
     this.responder?.start();
-    this.reader?.start();
+    for (const r of this.readers) r.start();
   }
 
   async stop(): Promise<void> {
     for (const off of this.offs) off();
     clearInterval(this.pruneTimer);
-    this.reader?.stop();
+    for (const r of this.readers) r.stop();
     this.responder?.stop();
     await this.responder?.idle;
     this.local?.stop();
@@ -150,11 +153,12 @@ export class SecurityOps {
       labelNames: ['outcome'], registers: r,
       collect() {
         this.reset();
-        const s = self.reader?.stats;
-        if (!s) return;
-        this.inc({ outcome: 'read' }, s.records);
-        this.inc({ outcome: 'event' }, s.events);
-        this.inc({ outcome: 'dropped' }, s.dropped);
+        for (const rd of self.readers) {
+          const s = rd.stats;
+          this.inc({ outcome: 'read' }, s.records);
+          this.inc({ outcome: 'event' }, s.events);
+          this.inc({ outcome: 'dropped' }, s.dropped);
+        }
       },
     });
     new Counter({

@@ -67,6 +67,11 @@ export class NflogReader {
     return { records: c.records, events: c.events, dropped: c.queueDropped + this.gate.dropped, paused: c.paused, restarts: c.restarts };
   }
 
+  /** tcpdump's pid (its CPU is part of the reader's cost). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   start(): void {
     this.stopped = false;
     this.spawn();
