@@ -127,7 +127,8 @@ export class SecurityOps {
     clearInterval(this.pruneTimer);
     for (const r of this.readers) r.stop();
     this.responder?.stop();
-    await this.responder?.idle;
+    // A response under way (an isolation, a hook run) may finish, but shutdown does not wait long for it.
+    await Promise.race([this.responder?.idle, new Promise((r) => setTimeout(r, 5000).unref())]);
     this.local?.stop();
     this.remote?.stop();
   }

@@ -135,7 +135,7 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
       vms.push({ id: s.id, tenant: s.tenant, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip });
     }
     // metald's nflog reader has bound the groups once its start-up line is logged.
-    await waitUntil('the nflog reader', async () => daemon!.logs().some((l) => l['msg'] === 'reading nflog groups'), 10_000);
+    await waitUntil('the nflog readers', async () => daemon!.logs().filter((l) => l['msg'] === 'reading nflog groups').length === 2, 10_000);
   });
 
   after(async () => {
