@@ -101,7 +101,13 @@ export function securityEventsRoute(ring: EventRing, envelope: RpcEnvelope, stre
         if (typeof lastId === 'string' && /^\d{1,15}$/.test(lastId)) q.afterSeq = Number(lastId);
         streams.admit();
         return q;
-      }).then((q) => streams.open(q, res), fail);
+      }).then((q) => {
+        try {
+          streams.open(q, res);
+        } catch (err) {
+          fail(err); // the stream limit, reached while this one was being authorised
+        }
+      }, fail);
       return true;
     }
     envelope.run('debug.SecurityEvents', typeof auth === 'string' ? auth : undefined, async (p) => {

@@ -112,7 +112,13 @@ export class EventRing {
     }
     this.buf[(this.start + this.length) % this.capacity] = ev;
     this.length++;
-    for (const l of this.listeners) l(ev);
+    for (const l of this.listeners) {
+      try {
+        l(ev);
+      } catch {
+        // A consumer's failure (a sink, a stream) must not stop recording nor the other consumers.
+      }
+    }
     return ev;
   }
 
