@@ -73,4 +73,10 @@ test('local socket through logger: lines wait until the socket exists, each with
   const lines = out.split('\n').filter((l) => l.startsWith('<'));
   assert.match(lines[0]!, new RegExp(`^<130>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d metald\\[${process.pid}\\]: security_event first$`));
   assert.match(lines[1]!, /^<133>.* metald\[\d+\]: security_event second$/);
+  // format: rfc5424 (for a local rsyslog): logger writes the RFC 5424 header.
+  const s5424 = new LocalSyslog({ socket: sock, format: 'rfc5424', tag: 'metald', maxBuffered: 100, log: quiet });
+  t.after(() => s5424.stop());
+  s5424.send(131, 'security_event third');
+  await waitUntil('the RFC 5424 line', async () => out.includes('third'), 5000);
+  assert.match(out.split('\n').find((l) => l.includes('third'))!, new RegExp(`^<131>1 \\d{4}-\\d\\d-\\d\\dT\\S+ \\S+ metald ${process.pid} - - security_event third$`));
 });
