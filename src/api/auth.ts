@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { MetaldError } from '../core/errors.js';
 import { ANONYMOUS_ADMIN, type Principal } from '../core/principal.js';
 
@@ -18,8 +18,12 @@ export interface AuthFailure {
   reason: string;
 }
 
+interface Grant { principal: Principal; methods: readonly string[]; expiresAtMs: number }
+
 export class Authenticator {
   private readonly entries: { digest: Buffer; principal: Principal }[];
+  /** Short-lived tokens metald hands to its incident hook (by token digest, hex). */
+  private readonly grants = new Map<string, Grant>();
 
   constructor(
     private readonly mode: 'tokens' | 'none',
@@ -42,8 +46,20 @@ export class Authenticator {
     return this.mode === 'tokens';
   }
 
-  /** `authorization` header value → principal, or unauthenticated. */
-  authenticate(header: string | null | undefined): Principal {
+  /**
+   * A token valid only for `methods`, as `principal`, until `ttlMs` has passed or the returned revoke is
+   * called: what the incident hook gets, so a token it leaks (e.g. a .curlrc header sent elsewhere) can do
+   * little and not for long.
+   */
+  grant(principal: Principal, methods: readonly string[], ttlMs: number): { token: string; revoke: () => void } {
+    const token = randomBytes(24).toString('base64url');
+    const key = createHash('sha256').update(token).digest('hex');
+    this.grants.set(key, { principal, methods, expiresAtMs: Date.now() + ttlMs });
+    return { token, revoke: () => this.grants.delete(key) };
+  }
+
+  /** `authorization` header value → principal, or unauthenticated. `method` is checked against granted tokens' scope. */
+  authenticate(header: string | null | undefined, method?: string): Principal {
     if (this.mode === 'none') return ANONYMOUS_ADMIN;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
     if (!m) {
@@ -56,10 +72,26 @@ export class Authenticator {
       // Check every entry so timing does not reveal which one matched.
       if (timingSafeEqual(e.digest, digest)) found = e.principal;
     }
+    if (!found && this.grants.size > 0) found = this.granted(digest, method);
     if (!found) {
       this.onFailure({ reason: 'unknown token' });
       throw new MetaldError('unauthenticated', 'invalid bearer token');
     }
     return found;
+  }
+
+  private granted(digest: Buffer, method: string | undefined): Principal | undefined {
+    const key = digest.toString('hex');
+    const g = this.grants.get(key);
+    if (!g) return undefined;
+    if (g.expiresAtMs < Date.now()) {
+      this.grants.delete(key);
+      return undefined;
+    }
+    if (method === undefined || !g.methods.includes(method)) {
+      this.onFailure({ reason: `incident hook token used for ${method ?? 'an unscoped call'}` });
+      throw new MetaldError('permission_denied', `this token may only call ${g.methods.join(', ')}`);
+    }
+    return g.principal;
   }
 }

@@ -23,7 +23,7 @@ export class RpcEnvelope {
     const t0 = process.hrtime.bigint();
     let code = 'ok';
     try {
-      return await fn(this.auth.authenticate(authorization));
+      return await fn(this.auth.authenticate(authorization, method));
     } catch (err) {
       const ce: ConnectError = toConnectError(err, (e) => this.observer.onInternalError(method, e));
       code = String(ce.code);

@@ -1,5 +1,5 @@
 import type { ConnectRouter, HandlerContext } from '@connectrpc/connect';
-import { invalidArgument } from '../core/errors.js';
+import { invalidArgument, MetaldError } from '../core/errors.js';
 import type { Principal } from '../core/principal.js';
 import { VmService } from '../gen/vmprovisioner/v1/vm_pb.js';
 import type { VmManager } from '../lifecycle/manager.js';
@@ -7,7 +7,15 @@ import { stateToProto, toVmInfo } from './convert.js';
 import type { RpcEnvelope } from './envelope.js';
 import { VmReads } from './vm-reads.js';
 
-export function registerVmService(router: ConnectRouter, manager: VmManager, envelope: RpcEnvelope): void {
+/** Told about CreateVm calls refused for their security settings (security events). */
+export interface PolicyAudit {
+  policyRefused(r: { principal: Principal; vmId: string; tenantId: string; field: string; message: string }): void;
+}
+
+/** Request fields whose refusal is a refused security policy, not a typo in a size. */
+const POLICY_FIELD = /(^|\.)(security_policy|security_profile|security)(\.|\[|$)/;
+
+export function registerVmService(router: ConnectRouter, manager: VmManager, envelope: RpcEnvelope, audit?: PolicyAudit): void {
   const reads = new VmReads(manager);
   const wrap = <Req, Res>(method: string, fn: (req: Req, p: Principal) => Promise<Res>) =>
     (req: Req, ctx: HandlerContext): Promise<Res> =>
@@ -15,8 +23,17 @@ export function registerVmService(router: ConnectRouter, manager: VmManager, env
 
   router.service(VmService, {
     createVm: wrap('CreateVm', async (req, p) => {
-      const vm = await manager.create(p, req.vmId, req.config);
-      return { vmId: vm.id, state: stateToProto(vm.state), vm: toVmInfo(vm) };
+      try {
+        const vm = await manager.create(p, req.vmId, req.config);
+        return { vmId: vm.id, state: stateToProto(vm.state), vm: toVmInfo(vm) };
+      } catch (err) {
+        if (audit && err instanceof MetaldError && err.kind === 'invalid_argument' && POLICY_FIELD.test(err.field ?? '')) {
+          // A tenant's refusal is its own, whatever tenant_id it wrote (it must not show up in another's events).
+          const tenantId = p.kind === 'tenant' ? p.tenantId : (req.config?.tenantId ?? '');
+          audit.policyRefused({ principal: p, vmId: req.vmId, tenantId, field: err.field!, message: err.message });
+        }
+        throw err;
+      }
     }),
     bootVm: wrap('BootVm', async (req, p) => {
       const vm = await manager.boot(p, req.vmId);

@@ -18,6 +18,7 @@ import {
   type SchemaOptions,
 } from './schema-common.js';
 import { ipv6Schema } from './schema-ipv6.js';
+import { incidentResponseSchema, securityEventsSchema } from './schema-events.js';
 
 export { SECURITY_PROFILES, SYSLOG_FACILITIES, POOL_MIN_LENGTH, POOL_MAX_LENGTH } from './schema-ipv6.js';
 export { parseDuration, formatDuration, formatPath, type RuleParser, type RuleSyntaxError, type SchemaOptions } from './schema-common.js';
@@ -220,12 +221,8 @@ export function configSchema(opts: SchemaOptions = {}) {
       metrics_collection_interval: duration().prefault('100ms'),
       // Per-VM labels (vm_id, tenant_id) on metrics while there are at most this many VMs; 0 = never.
       metrics_per_vm_label_limit: intIn(0).default(1000),
-      security_events: z
-        .strictObject({
-          retention: duration({ min: 1000 }).prefault('24h'),
-          max_events: intIn(1, 10_000_000).default(100_000),
-        })
-        .prefault({}),
+      security_events: securityEventsSchema,
+      incident_response: incidentResponseSchema,
       shutdown_timeout: duration().prefault('30s'),
       auth: auth.prefault({}),
       tls: tls.optional(),

@@ -33,6 +33,7 @@ import { EventRing } from '../events/security-events.js';
 import { securityEventsRoute } from '../events/events-route.js';
 import { tapSecurityLog } from '../events/log-tap.js';
 import { Observability } from '../observability/observability.js';
+import { SecurityOps } from './security-ops.js';
 import type { Store } from '../store/store.js';
 
 // Wires the adapters to the core. Nothing here decides policy: it builds
@@ -60,11 +61,13 @@ export class Daemon {
     readonly address: { host: string; port: number },
     private readonly log: Logger,
     readonly observability: Observability,
+    readonly security: SecurityOps,
   ) {}
 
   static async start(cfg: MetaldConfig, opts: DaemonOptions): Promise<Daemon> {
-    const log = opts.log;
     const events = new EventRing(cfg.security_events.max_events, cfg.security_events.retention);
+    // Isolation on/off and repaired drift, logged by the manager, reconciler and firewall plane, are events too.
+    const log = tapSecurityLog(opts.log, events);
     const auth = buildAuth(cfg, log, events);
     const backend = buildBackend(cfg, log);
     const store = SqliteStore.open(cfg.data_dir);
@@ -96,13 +99,15 @@ export class Daemon {
         maxVms: cfg.max_vms,
         defaultShutdownTimeoutMs: cfg.shutdown_timeout,
         validation: validationContext(cfg),
-      }, tapSecurityLog(log, events));
+      }, log);
       const reconciler = new Reconciler(store, backend, network, manager, log);
       const report = await reconciler.reconcileAll();
       log.info({ ...report }, 'start-up reconcile done');
       await manager.loadIndexes();
 
       const obs = new Observability(cfg, { store, manager, network, events, log });
+      const security = new SecurityOps(cfg, { ring: events, store, manager, auth, log, api: { host: cfg.listen_address, port: opts.port ?? cfg.port } });
+      security.registerMetrics(obs.metrics.registry);
       const observer: RpcObserver = {
         onRpc: (method, code, seconds) => obs.metrics.observeRpc(method, code, seconds),
         onInternalError: (method, err) => log.error({ method, err: err instanceof Error ? err.stack : String(err) }, 'internal error'),
@@ -112,7 +117,7 @@ export class Daemon {
         host: cfg.listen_address,
         port: opts.port ?? cfg.port,
         routes: (router) => {
-          registerVmService(router, manager, envelope);
+          registerVmService(router, manager, envelope, security.audit);
           registerPoolService(router, { manager, store, quarantineMs: cfg.ipv6.quarantine }, envelope);
         },
         fastPath: createFastReads(new VmReads(manager), envelope),
@@ -120,8 +125,9 @@ export class Daemon {
         tls: cfg.tls ? { certFile: cfg.tls.cert_file, keyFile: cfg.tls.key_file } : undefined,
       });
       const address = await api.listen();
+      security.start();
       await obs.start();
-      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log, obs);
+      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log, obs, security);
       d.schedule(opts.reconcileIntervalMs ?? 10_000);
       log.info({ address, backend: backend.name, data_dir: cfg.data_dir, tls: !!cfg.tls }, 'metald serving');
       return d;
@@ -148,6 +154,7 @@ export class Daemon {
   /** Stops serving; VMs (and radvd) keep running (the next start adopts them). */
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    await this.security.stop();
     await this.observability.stop();
     await this.api.close();
     if (this.network instanceof RadvdPlane || this.network instanceof FirewallPlane) await this.network.release();

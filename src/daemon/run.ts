@@ -27,7 +27,7 @@ export async function runQuickstart(o: QuickstartOptions): Promise<void> {
 }
 
 async function serve(config: MetaldConfig, warnings: string[], source: string, port: number | undefined, onReady?: (d: Daemon) => void) {
-  const log = createLogger('info', config.instance_name);
+  const log = createLogger(config.ipv6.security.log_level, config.instance_name);
   for (const w of warnings) log.warn({ config: source }, w);
   const daemon = await Daemon.start(config, { port, log });
   onReady?.(daemon);

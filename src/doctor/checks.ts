@@ -199,6 +199,10 @@ export function buildChecks(ctx: DoctorContext): Check[] {
     binary('bin.radvd', 'radvd', level(hasBridges), 'radvd', ['--version'], /\d+(\.\d+)+/, 'apt-get install radvd'),
     binary('bin.qemu', 'QEMU', level(ctx.backend === 'qemu'), 'qemu-system-x86_64', ['--version'], /\d+(\.\d+)+/,
       'apt-get install qemu-system-x86'),
+    // Security events (decision 0028): without tcpdump guard drops still become events from the counters, only later;
+    // without logger none reach syslog.
+    binary('bin.tcpdump', 'tcpdump (nflog samples as security events)', 'advice', 'tcpdump', ['--version'], /tcpdump version [\d.]+/, 'apt-get install tcpdump'),
+    binary('bin.logger', 'logger (security events to syslog)', 'advice', 'logger', ['--version'], /util-linux [\d.]+/, 'apt-get install bsdutils'),
   );
   return checks;
 }

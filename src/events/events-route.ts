@@ -6,6 +6,7 @@ import { invalidArgument, MetaldError } from '../core/errors.js';
 import type { Principal } from '../core/principal.js';
 import { parseDuration } from '../config/schema-common.js';
 import type { RpcEnvelope } from '../api/envelope.js';
+import { EventStreams } from './events-stream.js';
 import { EVENT_TYPES, SEVERITIES, type EventQuery, type EventRing } from './security-events.js';
 
 // GET /debug/security/events on the API port (the guide's step 3.3): JSON,
@@ -15,8 +16,11 @@ import { EVENT_TYPES, SEVERITIES, type EventQuery, type EventRing } from './secu
 // the RPCs (through the envelope, so failures are auth_failure events and the
 // latency is measured); an administrator sees everything, a tenant only its
 // own VMs' events and never API-side events without a tenant.
+// GET /debug/security/events/stream: the same as server-sent events.
 
 export const EVENTS_PATH = '/debug/security/events';
+/** Server-sent events: the same filters; `since` or `page_token` (or Last-Event-ID) replay stored events first. */
+export const STREAM_PATH = `${EVENTS_PATH}/stream`;
 const MAX_LIMIT = 1000;
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -72,29 +76,44 @@ function safeDuration(s: string): number {
 }
 
 /** The ApiServer `extra` hook: true when it took the request. */
-export function securityEventsRoute(ring: EventRing, envelope: RpcEnvelope): (req: Req, res: Res) => boolean {
+export function securityEventsRoute(ring: EventRing, envelope: RpcEnvelope, streams = new EventStreams(ring)): (req: Req, res: Res) => boolean {
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname !== EVENTS_PATH) return false;
+    if (url.pathname !== EVENTS_PATH && url.pathname !== STREAM_PATH) return false;
     const send = (status: number, body: string | Uint8Array) => {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(body);
     };
     if (req.method !== 'GET') {
-      send(405, JSON.stringify({ code: 'unimplemented', message: `${EVENTS_PATH} takes GET` }));
+      send(405, JSON.stringify({ code: 'unimplemented', message: `${url.pathname} takes GET` }));
       return true;
     }
     const auth = req.headers['authorization'];
+    const fail = (err: unknown) => {
+      const ce = err instanceof ConnectError ? err : ConnectError.from(err);
+      send(codeToHttpStatus(ce.code), errorToJsonBytes(ce, {}));
+    };
+    if (url.pathname === STREAM_PATH) {
+      const lastId = req.headers['last-event-id'];
+      envelope.run('debug.SecurityEventsStream', typeof auth === 'string' ? auth : undefined, async (p) => {
+        const q = eventQuery(url.searchParams, p, Date.now());
+        // An EventSource reconnecting says where it stopped.
+        if (typeof lastId === 'string' && /^\d{1,15}$/.test(lastId)) q.afterSeq = Number(lastId);
+        streams.admit();
+        return q;
+      }).then((q) => {
+        try {
+          streams.open(q, res);
+        } catch (err) {
+          fail(err); // the stream limit, reached while this one was being authorised
+        }
+      }, fail);
+      return true;
+    }
     envelope.run('debug.SecurityEvents', typeof auth === 'string' ? auth : undefined, async (p) => {
       const page = ring.query(eventQuery(url.searchParams, p, Date.now()));
       return { events: page.events, next_page_token: page.next === undefined ? '' : String(page.next) };
-    }).then(
-      (body) => send(200, JSON.stringify(body)),
-      (err: unknown) => {
-        const ce = err instanceof ConnectError ? err : ConnectError.from(err);
-        send(codeToHttpStatus(ce.code), errorToJsonBytes(ce, {}));
-      },
-    );
+    }).then((body) => send(200, JSON.stringify(body)), fail);
     return true;
   };
 }

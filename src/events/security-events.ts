@@ -1,16 +1,23 @@
 import type { DropReason } from '../firewall/guard-names.js';
+import type { PacketSummary } from './nflog/pcap-nflog.js';
 
 // PURE: security events and the bounded in-memory store they live in.
 // Guard drops come from counter deltas (exact counts, one event per VM, NIC
 // and reason per collection tick whatever the packet rate, so a flood cannot
-// swamp the store); API-side events from the daemon (authentication
-// failures, isolation on/off).
+// swamp the store) and, first, from the guards' nflog samples (guard_sample:
+// within milliseconds, with the packet's addresses, no count of their own;
+// decision 0028); host firewall denies from its nflog group; API-side events
+// from the daemon (authentication failures, refused policies, isolation
+// on/off, drift repaired); incident response's own steps.
 
 export const SEVERITIES = ['low', 'medium', 'high', 'critical'] as const;
 export type Severity = (typeof SEVERITIES)[number];
 
-export type SecurityEventType = 'guard_drop' | 'auth_failure' | 'vm_isolated' | 'vm_unisolated';
-export const EVENT_TYPES: readonly SecurityEventType[] = ['guard_drop', 'auth_failure', 'vm_isolated', 'vm_unisolated'];
+export const EVENT_TYPES = [
+  'guard_drop', 'guard_sample', 'host_deny', 'attack_detected', 'auth_failure', 'policy_refused',
+  'vm_isolated', 'vm_unisolated', 'drift_repaired', 'monitoring_enhanced',
+] as const;
+export type SecurityEventType = (typeof EVENT_TYPES)[number];
 
 export interface SecurityEvent {
   /** Increasing per metald process: the pagination cursor. */
@@ -26,8 +33,16 @@ export interface SecurityEvent {
   port: string;
   /** Guard drop reason (d_<reason>), or what the API side saw. */
   reason: string;
-  /** Packets behind this event (1 for API-side events). */
+  /**
+   * Packets this event adds to the tally: exact for guard_drop (kernel counters), logged packets for
+   * host_deny, 0 for guard_sample (its packets are in a later guard_drop), 1 for API-side events.
+   */
   count: number;
+  /** nflog events: the last logged packet, and how many logged packets the event stands for. */
+  packet?: PacketSummary;
+  logged?: number;
+  /** Free text: what was refused, repaired or done. */
+  detail?: string;
 }
 
 /**
@@ -63,6 +78,17 @@ export interface EventQuery {
   limit: number;
 }
 
+/** The query's filters (not its limit): the page reads and the stream use the same test. */
+export function matches(e: SecurityEvent, q: Omit<EventQuery, 'limit'>): boolean {
+  if (q.afterSeq !== undefined && e.seq <= q.afterSeq) return false;
+  if (q.vmId !== undefined && e.vm_id !== q.vmId) return false;
+  if (q.tenantId !== undefined && e.tenant_id !== q.tenantId) return false;
+  if (q.types && !q.types.includes(e.type)) return false;
+  if (q.severities && !q.severities.includes(e.severity)) return false;
+  if (q.sinceMs !== undefined && Date.parse(e.time) < q.sinceMs) return false;
+  return true;
+}
+
 export interface EventPage {
   events: SecurityEvent[];
   /** seq of the last event returned when more may follow, else undefined. */
@@ -90,7 +116,13 @@ export class EventRing {
     }
     this.buf[(this.start + this.length) % this.capacity] = ev;
     this.length++;
-    for (const l of this.listeners) l(ev);
+    for (const l of this.listeners) {
+      try {
+        l(ev);
+      } catch {
+        // A consumer's failure (a sink, a stream) must not stop recording nor the other consumers.
+      }
+    }
     return ev;
   }
 
@@ -120,12 +152,7 @@ export class EventRing {
     const events: SecurityEvent[] = [];
     for (let i = 0; i < this.length; i++) {
       const e = this.buf[(this.start + i) % this.capacity]!;
-      if (q.afterSeq !== undefined && e.seq <= q.afterSeq) continue;
-      if (q.vmId !== undefined && e.vm_id !== q.vmId) continue;
-      if (q.tenantId !== undefined && e.tenant_id !== q.tenantId) continue;
-      if (q.types && !q.types.includes(e.type)) continue;
-      if (q.severities && !q.severities.includes(e.severity)) continue;
-      if (q.sinceMs !== undefined && Date.parse(e.time) < q.sinceMs) continue;
+      if (!matches(e, q)) continue;
       if (events.length === q.limit) return { events, next: events[events.length - 1]!.seq };
       events.push(e);
     }

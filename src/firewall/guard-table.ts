@@ -106,8 +106,10 @@ function dropChains(logGroup: number): string[][] {
     `update @d_${reason}${key === 'oifname' ? '_in' : ''} { ${key} }`,
     // A VM knocking on a boundary is counted as the sender too (when it is on this bridge).
     ...(reason === 'tenant_isolation' && key === 'oifname' ? ['iifname @vm_ports update @d_tenant_isolation { iifname }'] : []),
-    // A NIC's rule denies reach the log only when it asked (log_security_events).
-    `${reason === 'policy_deny' ? `${key} @policy_log ` : ''}limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup}`,
+    // A NIC's rule denies reach the log only when it asked (log_security_events). queue-threshold 1: the
+    // kernel hands each sample over at once, not in batches flushed every second (nfnetlink_log's default),
+    // so an attack is an event within milliseconds (decision 0028).
+    `${reason === 'policy_deny' ? `${key} @policy_log ` : ''}limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup} queue-threshold 1`,
     'drop',
   ];
   return [...DROP_REASONS.map((r) => chain(r, 'iifname')), ...OUT_REASONS.map((r) => chain(r, 'oifname'))];

@@ -364,6 +364,14 @@ export class VmManager {
   isolate(p: Principal, id: string, reason: string) {
     return this.step(p, id, 'isolate', async (vm) => {
       if (reason.length > 1024) throw invalidArgument('reason', 'longer than 1024 characters');
+      if (vm.isolated) {
+        // Already isolated (e.g. the guide's incident script after metald's own response): keep why, when and
+        // by whom unless a reason is given; an administrator's call makes it an administrator's isolation.
+        const by = vm.isolatedBy === 'admin' || p.kind === 'admin' ? 'admin' : 'tenant';
+        if (reason || by !== vm.isolatedBy) vm = await this.write(vm, { isolationReason: reason || vm.isolationReason, isolatedBy: by });
+        await this.network.applyIsolation(vm);
+        return vm;
+      }
       // Durable intent first: if enforcing fails, reconcile keeps retrying it.
       vm = await this.write(vm, { isolated: true, isolationReason: reason || 'unspecified', isolatedAt: this.now().toISOString(), isolatedBy: p.kind });
       await this.network.applyIsolation(vm);

@@ -103,6 +103,8 @@ describe('metald doctor on this host', { timeout: 120_000 }, () => {
     assert.equal(status('link.tun'), 'pass');
     assert.equal(status('bin.ip'), 'pass');
     assert.equal(status('bin.nft'), 'pass');
+    assert.equal(status('bin.tcpdump'), 'pass');
+    assert.equal(status('bin.logger'), 'pass');
     // Missing here (no CONFIG_NF_CONNTRACK_BRIDGE, no CONFIG_VLAN_8021Q, no vlan_filtering): advice only.
     assert.deepEqual([status('nft.bridge.ct'), get(r.results, 'nft.bridge.ct').level], ['warn', 'advice']);
     assert.match(get(r.results, 'nft.bridge.ct').found, /^not supported \(.*Protocol error/);

@@ -95,7 +95,7 @@ describe('guard drops become security events and metrics equal to the kernel cou
       const sent = Date.now();
       let found: Ev[] = [];
       await waitUntil(`a ${reason} event for ${v1.id}`, async () => {
-        found = (await events(`vm_id=${v1.id}&page_token=${lastSeq}`)).body.events.filter((e) => e.reason === reason);
+        found = (await events(`vm_id=${v1.id}&type=guard_drop&page_token=${lastSeq}`)).body.events.filter((e) => e.reason === reason);
         return found.length > 0;
       }, 1000);
       const latency = Date.now() - sent;
@@ -109,7 +109,7 @@ describe('guard drops become security events and metrics equal to the kernel cou
       assert.equal(m1 - m0, k1 - k0, `metric delta ${m1 - m0}, kernel delta ${k1 - k0}`);
       assert.equal(m1, k1, 'metric equals the kernel counter');
       assert.equal(await metric('metald_network_security_events_total', { reason, ...labels }), k1);
-      // Events carry the exact counts: they add up to the kernel's delta.
+      // Counter events carry the exact counts: they add up to the kernel's delta (nflog samples count 0, decision 0028).
       await waitUntil('events to add up', async () => {
         const all = (await events(`vm_id=${v1.id}&page_token=${lastSeq}&limit=1000`)).body.events.filter((x) => x.reason === reason);
         return all.reduce((s, x) => s + x.count, 0) === k1 - k0;
