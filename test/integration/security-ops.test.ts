@@ -207,7 +207,8 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
 
   it('a rogue RA flood is critical: the VM is isolated (packets stop) and the guide\'s script runs with the right arguments', async () => {
     const [v1, v2] = vms as [Vm, Vm];
-    await inNs(v1.ns, ['ping', '-6', '-c', '1', '-W', '2', v2.ip]);
+    // e1 and e2 are different tenants (strict by default: they never reach each other); the gateway shows packets flow.
+    await inNs(v1.ns, ['ping', '-6', '-c', '1', '-W', '2', 'fd00:77::1']);
     await inNs(v1.ns, ['/usr/bin/python3', PY, 'flood', 'ra', '400', '0.5', v1.mac, v1.ip, v2.mac, v2.ip]);
     let crit: Ev | undefined;
     await waitUntil('attack_detected', async () => {
@@ -216,7 +217,7 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
     }, 5000);
     assert.deepEqual([crit!.severity, crit!.tenant_id, crit!.reason], ['critical', 'tenant-a', 'ra_guard']);
     await waitUntil('the VM isolated', async () => (await client(env, TOKENS.admin).getVmInfo({ vmId: v1.id })).vm!.isolated, 5000);
-    await assert.rejects(inNs(v1.ns, ['ping', '-6', '-c', '2', '-W', '1', v2.ip]), 'packets of the isolated VM stop');
+    await assert.rejects(inNs(v1.ns, ['ping', '-6', '-c', '2', '-W', '1', 'fd00:77::1']), 'packets of the isolated VM stop');
     await waitUntil('the hook', async () => existsSync(argsFile) && readFileSync(argsFile, 'utf8').split('\n').length >= 4, 10_000);
     assert.deepEqual(readFileSync(argsFile, 'utf8').trim().split('\n'), ['critical', 'attack_detected', v1.id, 'tenant-a']);
     // The guide's curl (no token, no content type, port 8080) reached this instance and was allowed to isolate.
