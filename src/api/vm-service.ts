@@ -24,8 +24,8 @@ export function registerVmService(router: ConnectRouter, manager: VmManager, env
   router.service(VmService, {
     createVm: wrap('CreateVm', async (req, p) => {
       try {
-        const vm = await manager.create(p, req.vmId, req.config);
-        return { vmId: vm.id, state: stateToProto(vm.state), vm: toVmInfo(vm) };
+        const { vm, warnings } = await manager.createWithWarnings(p, req.vmId, req.config);
+        return { vmId: vm.id, state: stateToProto(vm.state), vm: toVmInfo(vm), warnings };
       } catch (err) {
         if (audit && err instanceof MetaldError && err.kind === 'invalid_argument' && POLICY_FIELD.test(err.field ?? '')) {
           // A tenant's refusal is its own, whatever tenant_id it wrote (it must not show up in another's events).

@@ -82,6 +82,7 @@ export function registerVmCommands(program: Command, globals: () => GlobalOpts):
         });
       }
       const res = await client().createVm(req);
+      for (const w of res.warnings) process.stderr.write(`warning: ${w}\n`);
       print(globals(), res.vm ? vmJson(res.vm) : { vm_id: res.vmId }, () => table(HEAD, res.vm ? [vmRow(res.vm)] : []));
     });
 

@@ -90,16 +90,24 @@ export class VmManager {
   }
 
   async create(principal: Principal, requestedId: string, config: VmConfig | undefined): Promise<VmRecord> {
+    return (await this.createWithWarnings(principal, requestedId, config)).vm;
+  }
+
+  /** create(), and what the caller should be told about the accepted request (rule lists that do less than they say). */
+  async createWithWarnings(principal: Principal, requestedId: string, config: VmConfig | undefined): Promise<{ vm: VmRecord; warnings: string[] }> {
     const id = requestedId ? validateVmId(requestedId) : generateVmId();
     if (principal.kind === 'tenant' && config && config.tenantId === '') config.tenantId = principal.tenantId;
     const plan = planCreate(config, this.opts.validation);
     if (principal.kind === 'tenant' && plan.tenantId !== principal.tenantId) {
       throw new MetaldError('permission_denied', `tenant ${principal.tenantId} may not create VMs for tenant ${plan.tenantId}`, 'config.tenant_id');
     }
-    return this.lock.run(id, async () => {
+    const vm = await this.lock.run(id, async () => {
       if (await this.store.getVm(id)) throw new MetaldError('already_exists', `VM ${id} already exists`, 'vm_id');
       return this.createLocked(id, plan, config!);
     });
+    const warnings = plan.nics.flatMap((n) => n.policy.warnings);
+    if (warnings.length) this.log.warn({ vm_id: id, tenant_id: vm.tenantId, warnings }, 'VM created with warnings');
+    return { vm, warnings };
   }
 
   private async createLocked(id: string, plan: ReturnType<typeof planCreate>, config: VmConfig): Promise<VmRecord> {

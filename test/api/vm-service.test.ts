@@ -54,6 +54,20 @@ describe('VmService over real HTTP', () => {
     assert.equal(got.json.vm.networkStatus[0].ipv6Gateway, '2600:beef:1000:100::1');
   });
 
+  it('accepts a rule list that cannot do all it says, and says so in warnings', async () => {
+    const body = JSON.parse(guideBody);
+    body.vm_id = 'warned';
+    body.config.network[0].ipv6.address = '2600:beef:1000:101::11/64';
+    body.config.network[0].ipv6.gateway = '2600:beef:1000:101::1';
+    body.config.network[0].security_policy.egress_rules = ['deny all from any to any'];
+    const res = await rpc(h, 'CreateVm', body, TOKENS.customer);
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const warnings = res.json.warnings as string[];
+    assert.ok(warnings.some((w) => w.startsWith('config.network[0].security_policy.egress_rules[0]: ') && /ICMPv6/.test(w)), JSON.stringify(warnings));
+    assert.ok(warnings.some((w) => /only denies/.test(w)), JSON.stringify(warnings));
+    await rpc(h, 'DeleteVm', { vm_id: 'warned' }, TOKENS.customer);
+  });
+
   it('reports bad input with the field path and invalid_argument', async () => {
     const body = JSON.parse(guideBody);
     body.config.network[0].ipv6.address = '2600:beef::g/64';
