@@ -10,6 +10,21 @@ import { GATEWAY_PROTO, parseGatewayView } from './gateways.js';
 
 /** Largest `ip -batch` input per process (a pipe buffer is 64 KiB). */
 const BATCH_BYTES = 48 * 1024;
+/** Lines per call of the gateway session (each call well inside its 30 s timeout). */
+const GATEWAY_CHUNK = 1000;
+
+/**
+ * Gateway lines (neighbours and routes on the bridges, decision 0027) go to a
+ * session of their own: `ip neigh` dumps every link once per `ip` process
+ * (iproute2's ll_init_map) to map names, which at 10k sandbox VMs costs
+ * seconds (each veth's peer namespace id is a linear search in the kernel) —
+ * once per session instead of once per batch process — and leaves that process
+ * with a name cache that goes stale when a link is re-made, so only lines that
+ * name bridges go there.
+ */
+export function isGatewayLine(l: string): boolean {
+  return l.startsWith('neigh ') || l.startsWith('route ');
+}
 
 export function isMac(s: string): boolean {
   return /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(s);
@@ -19,17 +34,32 @@ export class BridgeKernel {
   /** Processes spawned (reads and writes): for tests and the bench. */
   readonly stats = { reads: 0, writes: 0 };
   /** The fast path's writes: netlink round trips, not a process each (src/kernel/ip-session.ts). */
-  readonly session: IpSession;
+  private readonly session: IpSession;
+  private readonly gatewaySession: IpSession;
 
   constructor(private readonly netns: string | undefined) {
     if (netns !== undefined) assertNetnsName(netns);
     this.session = new IpSession(netns);
+    this.gatewaySession = new IpSession(netns);
   }
 
-  /** Lines through the long-lived `ip -batch` session: one netlink round trip each. */
+  /** Lines through the long-lived `ip -batch` sessions (ports and gateways side by side): netlink round trips only. */
   async runFast(lines: string[]): Promise<void> {
     this.stats.writes++;
-    await this.session.run(lines);
+    const gw = lines.filter(isGatewayLine);
+    const rest = lines.filter((l) => !isGatewayLine(l));
+    const results = await Promise.allSettled([this.onSession(this.session, rest), this.onSession(this.gatewaySession, gw)]);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  }
+
+  /** A session whose lines failed starts afresh next time: its name cache may be what is stale. */
+  private async onSession(session: IpSession, lines: string[]): Promise<void> {
+    try {
+      for (let i = 0; i < lines.length; i += GATEWAY_CHUNK) await session.run(lines.slice(i, i + GATEWAY_CHUNK));
+    } catch (err) {
+      session.close();
+      throw err;
+    }
   }
 
   /**
@@ -69,9 +99,19 @@ export class BridgeKernel {
     return view;
   }
 
+  /** Lines in order: everything but gateway lines by `ip -batch` processes, then the gateway lines on their session. */
   async write(lines: string[]): Promise<void> {
     // One line is one command; a line break inside would start a command nobody wrote.
     if (lines.some((l) => /[\r\n\0]/.test(l))) throw new Error('ip batch line contains a line break');
+    await this.writeProcesses(lines.filter((l) => !isGatewayLine(l)));
+    const gw = lines.filter(isGatewayLine);
+    if (gw.length) {
+      this.stats.writes++;
+      await this.onSession(this.gatewaySession, gw);
+    }
+  }
+
+  private async writeProcesses(lines: string[]): Promise<void> {
     // Chunks: each `ip` stays far below exec's 30 s timeout (a 10k-VM start-up
     // reconcile is ~30k lines, seconds of kernel work), and its stdin fits in a
     // pipe buffer, so an `ip` that stops at a bad line cannot EPIPE us mid-write.
@@ -110,6 +150,7 @@ export class BridgeKernel {
 
   close(): void {
     this.session.close();
+    this.gatewaySession.close();
   }
 
   /**
