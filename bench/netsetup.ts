@@ -4,7 +4,7 @@
 // namespace (DataPlaneTaps.ensureTap), then BridgeNetworkPlane.ensureVm
 // attaches it (to the configured bridge or one of its shards, decision 0020)
 // and makes its subnet's gateway answer: a neighbour entry the bridge answers
-// ND from, a local route and the subnet's route (decision 0027). That is the
+// ND from, a local route and the subnet's route (decision 0030). That is the
 // measured figure. Recorded beside it: the sandbox backend's path (a guest
 // network namespace, a veth pair, guest addresses and route — guest work a
 // real VMM does not do on the host — plus the same ensureVm).

@@ -4,7 +4,7 @@ import { assertIfName, assertNetnsName } from '../kernel/names.js';
 import { parseKernelView, type KernelView } from './desired.js';
 import { GATEWAY_PROTO, parseGatewayView } from './gateways.js';
 
-// The bridge plane's I/O (docs/decisions/0014, 0020, 0027): reading the kernel
+// The bridge plane's I/O (docs/decisions/0014, 0020, 0030): reading the kernel
 // into a KernelView and writing `ip -batch` / `bridge -batch` lines and
 // sysctls, in the data-plane namespace or (production) the root one.
 
@@ -14,7 +14,7 @@ const BATCH_BYTES = 48 * 1024;
 const GATEWAY_CHUNK = 1000;
 
 /**
- * Gateway lines (neighbours and routes on the bridges, decision 0027) go to a
+ * Gateway lines (neighbours and routes on the bridges, decision 0030) go to a
  * session of their own: `ip neigh` dumps every link once per `ip` process
  * (iproute2's ll_init_map) to map names, which at 10k sandbox VMs costs
  * seconds (each veth's peer namespace id is a linear search in the kernel) —
@@ -64,7 +64,7 @@ export class BridgeKernel {
 
   /**
    * The kernel as the plan needs it. `configured`: the configured bridges and
-   * their ND ports (decision 0027), whose port settings and the owner of the
+   * their ND ports (decision 0030), whose port settings and the owner of the
    * bridge MAC's fdb entry are read too.
    */
   async read(configured: readonly { bridge: string; ndPort: string }[]): Promise<KernelView> {

@@ -8,14 +8,14 @@ import {
   type BridgeSpec, type DesiredBridge, type KernelAddrs, type KernelView, type SkippedNic,
 } from './desired.js';
 import {
-  addGatewaysTo, emptyGateways, gatewayLines, localDel, neighDel, ndPortOk, subnetDel, subnetLine, type KernelGateways,
+  addGatewaysTo, emptyGateways, gatewayLines, ndPortOk, removalLines, subnetLine, type KernelGateways,
 } from './gateways.js';
 import { detectVlanFiltering, type VlanFilteringSupport } from './kernel-features.js';
 import type { NetworkPlane } from './plane.js';
 import { MAX_SHARDS, pickShard, planShardedHostNetwork, ShardNaming, type ShardedPlan, type ShardState } from './shards.js';
 
 // The host side of VM NICs: bridges, their addresses, VM ports on them and the
-// gateways of VM subnets (docs/decisions/0014, 0027). Reads the kernel, diffs
+// gateways of VM subnets (docs/decisions/0014, 0030). Reads the kernel, diffs
 // it against desiredHostNetwork, and applies the difference with `ip -batch`,
 // so every call is idempotent and a reconcile of a host that is already right
 // writes nothing.
@@ -137,14 +137,8 @@ export class BridgeNetworkPlane implements NetworkPlane {
       })).filter((d) => d.gateways.length + d.subnets.length > 0);
       if (drop.length === 0) return;
       let view: KernelView | undefined;
-      const lines = () => drop.flatMap((d) => {
-        const have = view ? view.gateways.get(d.bridge) : this.known.get(d.bridge)?.gateways;
-        return [
-          ...d.subnets.filter((p) => have?.subnets.has(p)).map((p) => subnetDel(d.bridge, p)),
-          ...d.gateways.filter((g) => have?.local.has(g)).map((g) => localDel(d.bridge, g)),
-          ...d.gateways.filter((g) => have?.neigh.has(g)).map((g) => neighDel(d.bridge, g)),
-        ];
-      });
+      const have = (br: string) => (view ? view.gateways.get(br) : this.known.get(br)?.gateways);
+      const lines = () => drop.flatMap((d) => removalLines(d.bridge, d.gateways, d.subnets, have(d.bridge)));
       if (drop.some((d) => !this.known.has(d.bridge))) view = await this.read();
       try {
         this.lastApplied = lines();

@@ -33,7 +33,7 @@ export interface BridgeAttrs {
   mcast_snooping: 0 | 1;
   mcast_querier: 0 | 1;
   ageing_time: number;
-  /** MLD version of the bridge's querier (and snooping): always 2 (decision 0027). */
+  /** MLD version of the bridge's querier (and snooping): always 2 (decision 0030). */
   mcast_mld_version: 1 | 2;
 }
 
@@ -46,7 +46,7 @@ export interface DesiredAddress {
 
 /**
  * The gateway of VM subnets on the bridge (SPEC-NOTES 7), answered without
- * being an interface address (docs/decisions/0027): a permanent neighbour
+ * being an interface address (docs/decisions/0030): a permanent neighbour
  * entry the bridge answers Neighbour Solicitations from, and a local route.
  */
 export interface DesiredGateway {
@@ -177,7 +177,7 @@ export function desiredHostNetwork(input: { bridges: BridgeSpec[]; vms: readonly
 
 /**
  * The bridge answers as the gateway of each VM subnet on it (SPEC-NOTES 7,
- * decisions 0008 and 0027) unless that subnet is the bridge's own: there the
+ * decisions 0008 and 0030) unless that subnet is the bridge's own: there the
  * configured address serves, and any other gateway in it is someone else's
  * router. Returns why nothing was added when that is worth logging.
  */
@@ -335,7 +335,7 @@ export function planHostNetwork(want: readonly DesiredBridge[], view: KernelView
       plan.lines.push(addLine(b.name, a.address, a.length));
     }
     if (prune) {
-      // Also the gateway addresses metald added before decision 0027: gone before their routes come back as ours.
+      // Also the gateway addresses metald added before decision 0030: gone before their routes come back as ours.
       for (const [addr, cur] of have) {
         if (cur.ours && !wanted.has(addr)) plan.lines.push(`address del ${addr}/${cur.length} dev ${b.name}`);
       }

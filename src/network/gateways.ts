@@ -2,7 +2,7 @@ import { formatIpv6, parseIpv6, parsePrefix } from '../core/net/ipv6.js';
 import type { DesiredBridge } from './desired.js';
 
 // PURE: the gateways of VM subnets on a bridge (SPEC-NOTES 7), without an
-// interface address each (docs/decisions/0027). Every IPv6 address add walks
+// interface address each (docs/decisions/0030). Every IPv6 address add walks
 // every address in the namespace (addrconf_verify_rtnl), so 10k per-VM /64
 // gateways made each VM create cost ~0.6 ms more than at 1k. Instead, per gateway:
 //   - a permanent neighbour entry `<gw> lladdr <bridge MAC> router` on the
@@ -41,6 +41,15 @@ export const subnetLine = (br: string, prefix: string) => `route replace ${prefi
 export const neighDel = (br: string, gw: string) => `neigh del ${gw} dev ${br}`;
 export const localDel = (br: string, gw: string) => `route del local ${gw}/128 dev ${br} table local proto ${GATEWAY_PROTO}`;
 export const subnetDel = (br: string, prefix: string) => `route del ${prefix} dev ${br} proto ${GATEWAY_PROTO} metric ${SUBNET_METRIC}`;
+
+/** Lines removing what `have` has of these gateways and subnets on `br` (a VM's last user gone). */
+export function removalLines(br: string, gateways: readonly string[], subnets: readonly string[], have: KernelGateways | undefined): string[] {
+  return [
+    ...subnets.filter((p) => have?.subnets.has(p)).map((p) => subnetDel(br, p)),
+    ...gateways.filter((g) => have?.local.has(g)).map((g) => localDel(br, g)),
+    ...gateways.filter((g) => have?.neigh.has(g)).map((g) => neighDel(br, g)),
+  ];
+}
 
 /** The lines making one gateway answer on `br`. */
 export function gatewayLines(br: string, gw: string, mac: string): string[] {

@@ -17,7 +17,7 @@ import { macOwnerLine, ndPortLines, ndPortOk, planGateways } from './gateways.js
 export const MAX_PORTS_PER_BRIDGE = 1023;
 /** Ports of the primary kept free for uplinks, so a full primary can still grow a shard. */
 export const MAX_SHARDS = 127;
-/** One more port of the primary is the ND port (decision 0027). */
+/** One more port of the primary is the ND port (decision 0030). */
 export const PRIMARY_VM_PORTS = MAX_PORTS_PER_BRIDGE - MAX_SHARDS - 1;
 /** A shard's own uplink end takes one port. */
 export const SHARD_VM_PORTS = MAX_PORTS_PER_BRIDGE - 1;
@@ -73,7 +73,7 @@ export class ShardNaming {
   /**
    * The ND port of a configured bridge, `n<inst 3><bridge 5>` (9 chars): a
    * carrier-less tap on the primary with neigh_suppress, through which the
-   * bridge answers Neighbour Solicitations for its VM subnets' gateways (decision 0027).
+   * bridge answers Neighbour Solicitations for its VM subnets' gateways (decision 0030).
    */
   ndPort(bridge: string): string {
     return `n${this.instanceTag}${this.bridgeTag(bridge)}`;
@@ -285,7 +285,7 @@ export function planShardedHostNetwork(
 interface NdPlan { create: string[]; lines: string[]; remove: string[]; noIpv6: string[]; fdb: string[] }
 
 /**
- * The ND port of configured bridge `b` (decision 0027): made when the bridge
+ * The ND port of configured bridge `b` (decision 0030): made when the bridge
  * has gateways to answer for, repaired (master, settings, the bridge MAC's fdb
  * entry) while it does, removed by a pruning reconcile once it has none.
  */

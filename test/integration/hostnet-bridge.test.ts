@@ -61,7 +61,7 @@ const vmns = (id: string) => backend.vmNetns(id);
 const bridgeAddrs = async (br: string) => ((await ipJson(DP, ['-6', 'address', 'show', 'dev', br]))[0]?.['addr_info'] as Record<string, unknown>[] ?? [])
   .filter((a) => a['scope'] === 'global').map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
 const link = async (name: string) => (await ipJson(DP, ['-d', 'link', 'show', 'dev', name]))[0];
-/** The gateway side of a bridge as `<what> <address or prefix>` lines (decision 0027): metald's neighbours and routes on it. */
+/** The gateway side of a bridge as `<what> <address or prefix>` lines (decision 0030): metald's neighbours and routes on it. */
 async function gatewayState(br: string): Promise<string[]> {
   const neighs = await ipJson(DP, ['-6', 'neigh', 'show', 'dev', br, 'nud', 'permanent']);
   const routes = await ipJson(DP, ['-6', 'route', 'show', 'table', 'all', 'proto', String(GATEWAY_PROTO), 'dev', br]);
@@ -125,7 +125,7 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
   it('(2) a VM in another /64 reaches its gateway, which the bridge answers for without an address of it', async () => {
     assert.deepEqual(await gatewayState(BR_A), []);
     await makeVm('a3', 3, BR_A, 'fd00:99:0:100::10/64', 'fd00:99:0:100::1');
-    // Decision 0027: a neighbour entry, a local route and the subnet's route; no interface address.
+    // Decision 0030: a neighbour entry, a local route and the subnet's route; no interface address.
     assert.deepEqual(await gatewayState(BR_A), await gatewayOf(BR_A, 'fd00:99:0:100::1', 'fd00:99:0:100::/64'));
     assert.deepEqual(await bridgeAddrs(BR_A), ['fd00:99::1/64']);
     const port = (await link(ndPort(BR_A)))!;
@@ -273,7 +273,7 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
       await ipIn(vmns('a9'), ['-6', 'neigh', 'flush', 'dev', 'eth0']);
       await ping6(vmns('a9'), 'fd00:99:0:400::1');
     }
-    // Before decision 0027 the gateway was an address on the bridge (marked metric 256): a reconcile
+    // Before decision 0030 the gateway was an address on the bridge (marked metric 256): a reconcile
     // replaces it, leaving the routes ours (the address's own prefix route goes with it).
     await ipIn(DP, ['-6', 'route', 'del', 'fd00:99:0:400::/64', 'dev', BR_A]);
     await ipIn(DP, ['-6', 'route', 'del', 'local', 'fd00:99:0:400::1/128', 'dev', BR_A, 'table', 'local']);

@@ -2,8 +2,9 @@
 // the bridge plane: daemon-recovery.test.ts runs without bridges, so it checks
 // namespaces and veths only. Here a bridge is configured and every VM has a /64
 // of its own, so each create puts a port on the bridge and a gateway on it (a
-// neighbour entry the bridge answers for and routes, decision 0027). Real daemon, sandbox backend; needs root. Everything (namespaces, guests,
-// radvd in the data plane, /run/metald/<instance>) is removed in `after`.
+// neighbour entry the bridge answers for and routes, decision 0030). Real
+// daemon, sandbox backend; needs root. Everything (namespaces, guests, radvd
+// in the data plane, /run/metald/<instance>) is removed in `after`.
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';

@@ -35,7 +35,7 @@ const vmOf = (i: number) => vmRecord(`v${i}`, [{
   mac: `52:54:01:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`,
 }]);
 
-/** VM i with a /64 of its own (prefix mode): its gateway is answered by the primary (decision 0027). */
+/** VM i with a /64 of its own (prefix mode): its gateway is answered by the primary (decision 0030). */
 const ownNet = (i: number) => `fd00:a2:0:${i.toString(16)}`;
 const vmOwn = (i: number) => vmRecord(`v${i}`, [{
   hostDevice: `hs${tag}${i.toString(36)}`, bridge: BR, address: `${ownNet(i)}::10/64`, gateway: `${ownNet(i)}::1`, mac: '52:54:01:ff:00:01',

@@ -76,7 +76,7 @@ describe('desiredHostNetwork', () => {
     const d = desiredHostNetwork({ bridges: [brProd], vms });
     assert.deepEqual(d.bridges[0]!.addresses.map((a) => `${a.address}/${a.length}`), ['2600:beef:1000::1/64']);
     assert.deepEqual(d.bridges[0]!.gateways.map((g) => g.address), ['fd00:2::1']);
-    // A link-local gateway is the bridge's own fe80 address: the subnet still needs its route.
+    // Nothing for vm-5: a link-local gateway is the bridge's own fe80 address, as before.
     assert.deepEqual(d.bridges[0]!.subnets.map((n) => n.prefix), ['fd00:2::/64']);
     assert.deepEqual(d.bridges[0]!.ports.map((p) => p.device), ['tap2', 'tap5', 'tap6', 'tap7']);
     assert.deepEqual(d.skipped, [
@@ -135,7 +135,7 @@ describe('planHostNetwork', () => {
     assert.deepEqual(plan.create, [
       `link add name br-prod address ${bridgeMac('br-prod')} mtu 1500 type bridge stp_state 1 forward_delay 1000 mcast_snooping 1 mcast_querier 1 ageing_time 3000 mcast_mld_version 2`,
     ]);
-    // Gateways are not addresses (decision 0027): src/network/gateways.ts plans them.
+    // Gateways are not addresses (decision 0030): src/network/gateways.ts plans them.
     assert.deepEqual(plan.lines, [
       'link set dev br-prod up',
       'address add 2600:beef:1000::1/64 dev br-prod nodad metric 256',

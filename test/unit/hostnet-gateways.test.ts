@@ -5,7 +5,7 @@ import { GATEWAY_PROTO, ndPortOk, parseGatewayView, planGateways } from '../../s
 import { planShardedHostNetwork, PRIMARY_VM_PORTS, ShardNaming } from '../../src/network/shards.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 
-// Gateways of VM subnets without an interface address each (decision 0027).
+// Gateways of VM subnets without an interface address each (decision 0030).
 
 const br = bridge('br-prod', { addresses: ['fd00:1::1/64'] });
 const MAC = '02:aa:bb:cc:dd:ee';

@@ -29,7 +29,7 @@ describe('ShardNaming', () => {
     assert.equal(naming.shardIndex('br-prod', naming.names('br-prod', 37).shard), 37);
     assert.equal(naming.shardIndex('br-other', n.shard), undefined);
     assert.ok(!naming.isUplink('mabcdefghijklmn'));
-    // The ND port (decision 0027): 9 chars, per instance and bridge, infrastructure like the uplinks.
+    // The ND port (decision 0030): 9 chars, per instance and bridge, infrastructure like the uplinks.
     assert.match(naming.ndPort('br-prod'), /^n[a-z2-7]{8}$/);
     assert.equal(naming.ndPort('br-prod').slice(1), n.shard.slice(1, 9));
     assert.notEqual(new ShardNaming('blue').ndPort('br-prod'), naming.ndPort('br-prod'));
