@@ -3,10 +3,17 @@
 // addresses + routes. For real VMMs the host NIC is a tap in the data-plane
 // namespace (DataPlaneTaps.ensureTap), then BridgeNetworkPlane.ensureVm
 // attaches it (to the configured bridge or one of its shards, decision 0020)
-// and adds its subnet's gateway address (with its prefix route). That is the
+// and makes its subnet's gateway answer: a neighbour entry the bridge answers
+// ND from, a local route and the subnet's route (decision 0030). That is the
 // measured figure. Recorded beside it: the sandbox backend's path (a guest
 // network namespace, a veth pair, guest addresses and route — guest work a
 // real VMM does not do on the host — plus the same ensureVm).
+//
+// The two are sampled in separate loops (decision 0022): a sandbox create at
+// 10k is ~30 ms of kernel work that grows with N (`ip netns add` propagates a
+// mount to every namespace; every notification about a veth looks its peer's
+// namespace id up linearly), and taken right before a tap sample it made that
+// sample's netlink calls and RCU grace periods slower too.
 //
 //   npm run bench -- netsetup [--quick] [--shared]
 //     --quick: N = 0 and 1k only; --shared: VMs in the bridge's own /64 instead of a /64 each
@@ -15,6 +22,7 @@
 // Everything lives in namespaces made here (`mtdbench-hn-<hex>`, `mtdbn<hex>-vm-*`)
 // and is deleted at the end, also on failure or Ctrl-C.
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { BackendVmSpec } from '../src/backends/backend.js';
 import { SandboxBackend } from '../src/backends/sandbox/sandbox-backend.js';
 import type { VmRecord } from '../src/core/vm/record.js';
@@ -28,6 +36,27 @@ import { bulkDelete, memoryLog } from '../test/helpers/hostnet-kernel.js';
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/**
+ * Namespaces deleted before the run (a previous run's 10k) are torn down by
+ * the kernel for minutes afterwards, holding RTNL in long stretches: every
+ * figure taken meanwhile is slower. Waits (at most 3 min) until the count of
+ * live namespace objects stops falling; returns the time waited.
+ */
+async function settleNamespaceTeardown(): Promise<number> {
+  const count = async () => Number(/^net_namespace\s+(\d+)/m.exec(await readFile('/proc/slabinfo', 'utf8').catch(() => ''))?.[1] ?? NaN);
+  const t0 = performance.now();
+  let last = await count();
+  if (Number.isNaN(last)) return 0;
+  for (let stable = 0; stable < 3 && performance.now() - t0 < 180_000;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await count();
+    stable = now < last - 5 ? 0 : stable + 1;
+    last = Math.min(last, now);
+  }
+  const waited = performance.now() - t0;
+  return waited > 4000 ? waited : 0;
 }
 
 const label = (n: number) => (n === 0 ? '0' : n % 1000 === 0 ? `${n / 1000}k` : String(n));
@@ -74,12 +103,14 @@ export async function main(args: string[]): Promise<void> {
   const results = new Map<number, Level>();
   const started = performance.now();
   try {
+    const waited = await settleNamespaceTeardown();
+    if (waited) console.log(`waited ${(waited / 1000).toFixed(0)} s for the kernel to finish tearing down namespaces deleted before this run`);
     await netnsAdd(dp);
     await ipIn(dp, ['link', 'set', 'lo', 'up']);
     await plane.reconcile([]);
     for (const n of levels) {
       // Fill up to n existing VMs in bulk (not measured): sandbox-style namespaces and veth
-      // pairs by `ip -batch`, ports and gateway addresses by one plane reconcile.
+      // pairs by `ip -batch`, ports and gateways by one plane reconcile.
       const t0 = performance.now();
       const fill: VmRecord[] = [];
       while (next < n) fill.push(vmOf(next++, 'f'));
@@ -93,7 +124,7 @@ export async function main(args: string[]): Promise<void> {
       await plane.reconcile(records);
       const r: Level = { tap: [], tapNic: [], sandbox: [], reconcileMs: performance.now() - t1, fillMs: t1 - t0 };
       for (let s = 0; s < samples; s++) {
-        // The measured path: tap + attach + gateway address and its route.
+        // The measured path: tap + attach + gateway (neighbour, local route) and the subnet's route.
         const vm = vmOf(next++, 't');
         const nic = vm.nics[0]!;
         const a = performance.now();
@@ -104,6 +135,8 @@ export async function main(args: string[]): Promise<void> {
         records.push(vm);
         r.tapNic.push(b - a);
         r.tap.push(c - a);
+      }
+      for (let s = 0; s < samples; s++) {
         // Recorded beside it: the sandbox backend (guest namespace, veth, guest addresses) + ensureVm.
         const sb = vmOf(next++, 's');
         const sn = sb.nics[0]!;

@@ -195,6 +195,8 @@ export function buildChecks(ctx: DoctorContext): Check[] {
       fix: 'bare metal or nested virtualisation, then modprobe kvm_intel (or kvm_amd)',
     },
     binary('bin.ip', 'iproute2 (ip)', 'must', 'ip', ['-V'], /iproute2-[\w.]+/, 'apt-get install iproute2'),
+    // The bridges' ND ports hold the bridge MAC's fdb entry (decision 0030): `bridge fdb`.
+    binary('bin.bridge', 'iproute2 (bridge)', level(hasBridges), 'bridge', ['-V'], /\d+(\.\d+)+/, 'apt-get install iproute2'),
     binary('bin.nft', 'nftables (nft)', 'must', 'nft', ['--version'], /v\d+(\.\d+)+/, 'apt-get install nftables'),
     binary('bin.radvd', 'radvd', level(hasBridges), 'radvd', ['--version'], /\d+(\.\d+)+/, 'apt-get install radvd'),
     binary('bin.qemu', 'QEMU', level(ctx.backend === 'qemu'), 'qemu-system-x86_64', ['--version'], /\d+(\.\d+)+/,

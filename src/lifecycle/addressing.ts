@@ -61,8 +61,9 @@ function addressOf(a: Allocation, nic: PlannedNic, bridges: readonly BridgeSubne
   const addr = parseIpv6(a.address);
   const onBridge = bridges.find((b) => b.name === nic.bridge && contains(b.network, b.length, addr));
   // The on-link prefix and the gateway are not the tenant's to choose: the
-  // host puts the gateway address on the bridge, so a free choice would let a
-  // tenant make the host claim another VM's address or add a /0 route.
+  // host makes the bridge answer for the gateway and routes the subnet to it,
+  // so a free choice would let a tenant make the host claim another VM's
+  // address or add a /0 route.
   const length = a.kind === 'prefix' ? 64 : onBridge?.length ?? 64;
   if (nic.staticAddress && nic.staticAddress.length !== length) {
     throw invalidArgument(`${field}.address`, `prefix length must be /${length} (${onBridge ? `the subnet of bridge ${onBridge.name}` : 'a VM subnet'}), got /${nic.staticAddress.length}`);

@@ -1,22 +1,24 @@
 import { readFile } from 'node:fs/promises';
-import { formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
 import type { VmRecord } from '../core/vm/record.js';
-import { run } from '../kernel/exec.js';
-import { IpSession } from '../kernel/ip-session.js';
 import { assertIfName, assertNetnsName } from '../kernel/names.js';
 import type { Logger } from '../observability/logger.js';
+import { BridgeKernel, isMac } from './bridge-kernel.js';
 import {
-  addLine, addrsAfter, desiredHostNetwork, parseKernelView, portLine,
+  addLine, addrsAfter, bridgeMac, desiredHostNetwork, portLine,
   type BridgeSpec, type DesiredBridge, type KernelAddrs, type KernelView, type SkippedNic,
 } from './desired.js';
+import {
+  addGatewaysTo, emptyGateways, gatewayLines, ndPortOk, removalLines, subnetLine, type KernelGateways,
+} from './gateways.js';
 import { detectVlanFiltering, type VlanFilteringSupport } from './kernel-features.js';
 import type { NetworkPlane } from './plane.js';
 import { MAX_SHARDS, pickShard, planShardedHostNetwork, ShardNaming, type ShardedPlan, type ShardState } from './shards.js';
 
-// The host side of VM NICs: bridges, their addresses, and VM ports on them
-// (docs/decisions/0014). Reads the kernel, diffs it against desiredHostNetwork,
-// and applies the difference with `ip -batch`, so every call is idempotent
-// and a reconcile of a host that is already right writes nothing.
+// The host side of VM NICs: bridges, their addresses, VM ports on them and the
+// gateways of VM subnets (docs/decisions/0014, 0030). Reads the kernel, diffs
+// it against desiredHostNetwork, and applies the difference with `ip -batch`,
+// so every call is idempotent and a reconcile of a host that is already right
+// writes nothing.
 
 export interface BridgePlaneOptions {
   /** Data-plane namespace; undefined = the root namespace (production only). */
@@ -29,12 +31,18 @@ export interface BridgePlaneOptions {
 
 /** A VM removed less than this long ago is ignored by a reconcile whose VM list may predate the removal. */
 const TOMBSTONE_MS = 5 * 60_000;
-/** Largest `ip -batch` input per process (a pipe buffer is 64 KiB). */
-const BATCH_BYTES = 48 * 1024;
+
+/** What the plane knows of one configured bridge: from its last read plus its writes. */
+interface KnownBridge {
+  addrs: KernelAddrs;
+  mac: string;
+  /** The ND port is attached, set up and owns the bridge MAC (gateways answer ND). */
+  ndReady: boolean;
+  gateways: KernelGateways;
+}
 
 export class BridgeNetworkPlane implements NetworkPlane {
-  /** Processes spawned (reads and writes) and the write steps of the last call: for tests and the bench. */
-  readonly stats = { reads: 0, writes: 0 };
+  /** The write steps of the last call: for tests and the bench. */
   lastApplied: string[] = [];
   vlanFiltering: VlanFilteringSupport | undefined;
 
@@ -46,18 +54,17 @@ export class BridgeNetworkPlane implements NetworkPlane {
   /** Every VM ensured and not removed, so a reconcile with a stale VM list cannot undo a concurrent create. */
   private readonly live = new Map<string, VmRecord>();
   private readonly gone = new Map<string, number>();
-  /** "bridge|gateway" -> VMs using that gateway address. */
-  private readonly gwUsers = new Map<string, Set<string>>();
-  /** Addresses of each bridge known to be configured as desired (from our last read plus our writes). */
-  private readonly known = new Map<string, KernelAddrs>();
+  /** "bridge|gw|<address>" and "bridge|net|<prefix>" -> VMs using that gateway or subnet. */
+  private readonly users = new Map<string, Set<string>>();
+  /** Each configured bridge as known to be configured as desired (from our last read plus our writes). */
+  private readonly known = new Map<string, KnownBridge>();
   /** Bridge -> ifindex whose sysctls we wrote (-1: created by us, ifindex not read yet). */
   private readonly sysctlsDone = new Map<string, number>();
   /** Shards of each configured bridge and where every port is (decision 0020), as of our last read plus our writes. */
   private shards = new Map<string, ShardState>();
   private readonly placement = new Map<string, string>();
   readonly naming: ShardNaming;
-  /** The ensureVm fast path's writes: netlink round trips, not a process each (src/kernel/ip-session.ts). */
-  private readonly session: IpSession;
+  private readonly kernel: BridgeKernel;
 
   constructor(opts: BridgePlaneOptions) {
     if (opts.netns !== undefined) assertNetnsName(opts.netns);
@@ -66,8 +73,13 @@ export class BridgeNetworkPlane implements NetworkPlane {
     this.specs = opts.bridges.map((b) => ({ ...b, addresses: [...b.addresses] }));
     this.log = opts.log;
     this.naming = new ShardNaming(opts.instanceName ?? 'metald');
-    this.session = new IpSession(opts.netns);
+    this.kernel = new BridgeKernel(opts.netns);
     desiredHostNetwork({ bridges: this.specs, vms: [] }); // fails fast on bad addresses or duplicate names
+  }
+
+  /** Processes spawned (reads and writes): for tests and the bench. */
+  get stats(): { reads: number; writes: number } {
+    return this.kernel.stats;
   }
 
   /** One-time set-up; called by the first operation if the daemon does not call it. */
@@ -85,17 +97,17 @@ export class BridgeNetworkPlane implements NetworkPlane {
       this.gone.delete(vm.id);
       const want = this.desiredOf([vm]);
       this.index(want, vm.id, true);
-      // Fast path, one process: ports are set unconditionally (idempotent), addresses
-      // only when our picture of the bridge lacks them. Anything unexpected (bridge
-      // gone, port missing, address added by someone else) falls back to read-and-diff.
+      // Fast path, one round trip of the ip session: ports are set unconditionally
+      // (idempotent), addresses, gateways and subnet routes only when our picture of
+      // the bridge lacks them. Anything unexpected (bridge gone, port missing, address
+      // added by someone else) falls back to read-and-diff.
       const fast = this.fastLines(want);
       if (fast !== undefined) {
         const { lines, placed } = fast;
         try {
-          this.stats.writes++;
-          await this.session.run(lines);
+          await this.kernel.runFast(lines);
           this.lastApplied = lines;
-          for (const b of want) this.noteAdded(b, lines);
+          for (const b of want) this.noteAdded(b);
           this.notePlaced(placed);
           return;
         } catch (err) {
@@ -116,29 +128,35 @@ export class BridgeNetworkPlane implements NetworkPlane {
       // leaves out; what it had is what the same VM planned as live.
       const mine = this.desiredOf([{ ...vm, state: 'running' }]);
       this.index(mine, vm.id, false);
-      // Ports need nothing: they vanish with the VM's host device. Gateway
-      // addresses go when no other VM names them, and only if metald added them.
+      // Ports need nothing: they vanish with the VM's host device. A gateway
+      // and a subnet route go when no other VM on the bridge names them.
       const drop = mine.map((b) => ({
         bridge: b.name,
-        addrs: b.addresses.filter((a) => a.source === 'gateway' && !this.gwUsers.has(`${b.name}|${a.address}`)).map((a) => parseIpv6(a.address)),
-      })).filter((d) => d.addrs.length > 0);
+        gateways: b.gateways.filter((g) => !this.users.has(`${b.name}|gw|${g.address}`)).map((g) => g.address),
+        subnets: b.subnets.filter((n) => !this.users.has(`${b.name}|net|${n.prefix}`)).map((n) => n.prefix),
+      })).filter((d) => d.gateways.length + d.subnets.length > 0);
       if (drop.length === 0) return;
       let view: KernelView | undefined;
-      const lines = () => drop.flatMap((d) => d.addrs.flatMap((addr) => {
-        const cur = (view ? view.bridges.get(d.bridge)?.addrs : this.known.get(d.bridge))?.get(addr);
-        return cur?.ours ? [`address del ${formatIpv6(addr)}/${cur.length} dev ${d.bridge}`] : [];
-      }));
+      const have = (br: string) => (view ? view.gateways.get(br) : this.known.get(br)?.gateways);
+      const lines = () => drop.flatMap((d) => removalLines(d.bridge, d.gateways, d.subnets, have(d.bridge)));
       if (drop.some((d) => !this.known.has(d.bridge))) view = await this.read();
       try {
         this.lastApplied = lines();
-        await this.write(this.lastApplied);
+        if (this.lastApplied.length) await this.kernel.runFast(this.lastApplied);
       } catch {
-        // Our picture was stale (someone removed the address already): once more from the kernel.
+        // Our picture was stale (someone removed one already): once more from the kernel.
         view = await this.read();
         this.lastApplied = lines();
-        await this.write(this.lastApplied);
+        await this.kernel.write(this.lastApplied);
       }
-      for (const d of drop) for (const addr of d.addrs) this.known.get(d.bridge)?.delete(addr);
+      for (const d of drop) {
+        const k = this.known.get(d.bridge)?.gateways;
+        for (const p of d.subnets) k?.subnets.delete(p);
+        for (const g of d.gateways) {
+          k?.local.delete(g);
+          k?.neigh.delete(g);
+        }
+      }
     });
   }
 
@@ -156,9 +174,10 @@ export class BridgeNetworkPlane implements NetworkPlane {
       for (const [id, vm] of effective) this.live.set(id, vm);
       const desired = desiredHostNetwork({ bridges: this.specs, vms: [...effective.values()] });
       this.logSkipped(desired.skipped);
-      this.gwUsers.clear();
+      this.users.clear();
       for (const b of desired.bridges) {
-        for (const a of b.addresses) if (a.source === 'gateway') this.gwUsers.set(`${b.name}|${a.address}`, new Set(a.vms));
+        for (const g of b.gateways) this.users.set(`${b.name}|gw|${g.address}`, new Set(g.vms));
+        for (const n of b.subnets) this.users.set(`${b.name}|net|${n.prefix}`, new Set(n.vms));
       }
       await this.converge(desired.bridges, true);
     });
@@ -184,7 +203,7 @@ export class BridgeNetworkPlane implements NetworkPlane {
       // 10k ports' link-locals and fe80::/64 routes make every address add and
       // port up walk them (addrconf_verify, fib6_ifup). Bridges get it back below.
       // -e: without br_netfilter the net.bridge keys do not exist, and need not.
-      await this.sysctl([
+      await this.kernel.sysctl([
         'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.accept_ra=0', 'net.ipv6.conf.default.accept_redirects=0',
         'net.ipv6.conf.default.disable_ipv6=1', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-iptables=0',
       ], true);
@@ -216,16 +235,13 @@ export class BridgeNetworkPlane implements NetworkPlane {
   }
 
   private index(bridges: DesiredBridge[], vmId: string, add: boolean): void {
-    for (const b of bridges) {
-      for (const a of b.addresses) {
-        if (a.source !== 'gateway') continue;
-        const key = `${b.name}|${a.address}`;
-        const users = this.gwUsers.get(key) ?? new Set<string>();
-        if (add) users.add(vmId);
-        else users.delete(vmId);
-        if (users.size > 0) this.gwUsers.set(key, users);
-        else this.gwUsers.delete(key);
-      }
+    const keys = bridges.flatMap((b) => [...b.gateways.map((g) => `${b.name}|gw|${g.address}`), ...b.subnets.map((n) => `${b.name}|net|${n.prefix}`)]);
+    for (const key of keys) {
+      const users = this.users.get(key) ?? new Set<string>();
+      if (add) users.add(vmId);
+      else users.delete(vmId);
+      if (users.size > 0) this.users.set(key, users);
+      else this.users.delete(key);
     }
   }
 
@@ -237,12 +253,15 @@ export class BridgeNetworkPlane implements NetworkPlane {
     const lines: string[] = [];
     const placed: { device: string; master: string }[] = [];
     for (const b of want) {
-      const addrs = this.known.get(b.name);
+      const k = this.known.get(b.name);
       const state = this.shards.get(b.name);
-      if (!addrs || !state) return undefined;
+      // A first gateway on this bridge needs its ND port first: the read-and-diff path makes it.
+      if (!k || !state || (b.gateways.length > 0 && !k.ndReady)) return undefined;
       for (const a of b.addresses) {
-        if (!addrs.has(parseIpv6(a.address))) lines.push(addLine(b.name, a.address, a.length));
+        if (!k.addrs.has(a.address)) lines.push(addLine(b.name, a.address, a.length));
       }
+      for (const g of b.gateways) if (!k.gateways.local.has(g.address) || !k.gateways.neigh.has(g.address)) lines.push(...gatewayLines(b.name, g.address, k.mac));
+      for (const n of b.subnets) if (!k.gateways.subnets.has(n.prefix)) lines.push(subnetLine(b.name, n.prefix));
       const load = new Map(state.load);
       for (const p of b.ports) {
         let master = this.placement.get(p.device);
@@ -297,11 +316,12 @@ export class BridgeNetworkPlane implements NetworkPlane {
     return s ? [...s.names].sort((a, b) => a[0] - b[0]).map(([, n]) => n) : [];
   }
 
-  private noteAdded(b: DesiredBridge, lines: string[]): void {
-    const addrs = this.known.get(b.name);
-    for (const a of b.addresses) {
-      if (lines.includes(addLine(b.name, a.address, a.length))) addrs?.set(parseIpv6(a.address), { length: a.length, ours: true });
-    }
+  /** After the fast path's lines ran: everything `b` wants (of one VM) is in place. */
+  private noteAdded(b: DesiredBridge): void {
+    const k = this.known.get(b.name);
+    if (!k) return;
+    for (const a of b.addresses) if (!k.addrs.has(a.address)) k.addrs.set(a.address, { length: a.length, ours: true });
+    addGatewaysTo(k.gateways, b, k.mac);
   }
 
   /** Read, plan, apply; once more from a fresh read if the kernel changed under us. */
@@ -320,34 +340,41 @@ export class BridgeNetworkPlane implements NetworkPlane {
       }
       for (const b of want) {
         if (plan.problems.some((p) => p.startsWith(`${b.name}:`))) this.known.delete(b.name);
-        else this.known.set(b.name, addrsAfter(b, view.bridges.get(b.name)?.addrs, prune));
+        else this.known.set(b.name, this.knownAfter(b, view, prune));
       }
       for (const [name, state] of plan.shards) this.shards.set(name, state);
+      // A full read places every port there is: what it does not place (deleted VMs, pruned infrastructure) is forgotten.
+      if (prune) this.placement.clear();
       for (const [device, master] of plan.placement) this.placement.set(device, master);
-      // Ports the kernel no longer has (deleted VMs) are forgotten at a full read.
-      if (prune) for (const device of [...this.placement.keys()]) if (!view.links.has(device) && !plan.placement.has(device)) this.placement.delete(device);
       if (plan.problems.length > 0) throw new Error(`bridge plane: ${plan.problems.join('; ')}`);
       return;
     }
   }
 
-  private async read(): Promise<KernelView> {
-    this.stats.reads += 2;
-    // Two dumps in parallel: details (bridge attributes) only for bridges, since
-    // `-d` on every VM port would multiply the size of the link dump.
-    const [bridges, links] = await Promise.all([
-      this.ip(['-d', '-json', 'address', 'show', 'type', 'bridge']),
-      this.ip(['-json', 'link', 'show']),
-    ]);
-    const parse = (out: string) => (out.trim() === '' ? [] : (JSON.parse(out) as Record<string, unknown>[]));
-    return parseKernelView(parse(bridges), parse(links));
+  private knownAfter(b: DesiredBridge, view: KernelView, prune: boolean): KnownBridge {
+    const port = this.naming.ndPort(b.name);
+    const l = view.links.get(port);
+    const mac = view.bridges.get(b.name)?.mac || bridgeMac(b.name);
+    const wasReady = l?.master === b.name && l.up && ndPortOk(view.portDetails.get(port)) && view.macOwner.get(b.name) === port;
+    return {
+      addrs: addrsAfter(b, view.bridges.get(b.name)?.addrs, prune),
+      mac,
+      // The plan made the ND port right when the bridge has gateways, and pruned it when not.
+      ndReady: b.gateways.length > 0 || (!prune && wasReady),
+      // With prune the plan removed ours that nothing wants: what is left is what is wanted.
+      gateways: addGatewaysTo(prune ? emptyGateways() : view.gateways.get(b.name) ?? emptyGateways(), b, mac),
+    };
+  }
+
+  private read(): Promise<KernelView> {
+    return this.kernel.read(this.specs.map((b) => ({ bridge: b.name, ndPort: this.naming.ndPort(b.name) })));
   }
 
   private async apply(plan: ShardedPlan, view: KernelView): Promise<string[]> {
     const steps: string[] = [];
     const configured = (n: string) => this.specs.some((s) => s.name === n);
     if (plan.create.length) {
-      await this.write(plan.create);
+      await this.kernel.write(plan.create);
       steps.push(...plan.create);
       for (const name of plan.created) this.sysctlsDone.delete(name);
     }
@@ -355,7 +382,7 @@ export class BridgeNetworkPlane implements NetworkPlane {
       // Shard bridges and uplinks are plain L2: no link-local, no RA processing,
       // not a second host on the VMs' link (the root namespace's default may have IPv6 on).
       const kv = plan.noIpv6.map((n) => `net/ipv6/conf/${n}/disable_ipv6=1`);
-      await this.sysctl(kv, false);
+      await this.kernel.sysctl(kv, false);
       steps.push(...kv.map((s) => `sysctl ${s}`));
     }
     const fresh = [...view.bridges.entries()].filter(([n]) => configured(n));
@@ -367,57 +394,16 @@ export class BridgeNetworkPlane implements NetworkPlane {
     if (need.length) {
       // Slash form: a bridge name may contain dots (the guide's step 1.2 sysctls).
       const kv = need.flatMap((n) => ['disable_ipv6=0', 'forwarding=1', 'accept_ra=0', 'accept_redirects=0'].map((x) => `net/ipv6/conf/${n}/${x}`));
-      await this.sysctl(kv, false);
+      await this.kernel.sysctl(kv, false);
       steps.push(...kv.map((s) => `sysctl ${s}`));
       for (const n of need) this.sysctlsDone.set(n, plan.created.includes(n) ? -1 : view.bridges.get(n)!.ifindex);
     }
-    await this.write(plan.lines);
+    await this.kernel.write(plan.lines);
     steps.push(...plan.lines);
+    const fdb = plan.fdb.filter((l) => isMac(l.split(' ')[2] ?? ''));
+    await this.kernel.writeBridge(fdb);
+    steps.push(...fdb.map((l) => `bridge ${l}`));
     return steps;
-  }
-
-  private async write(lines: string[]): Promise<void> {
-    // One line is one command; a line break inside would start a command nobody wrote.
-    if (lines.some((l) => /[\r\n\0]/.test(l))) throw new Error('ip batch line contains a line break');
-    // Chunks: each `ip` stays far below exec's 30 s timeout (a 10k-VM start-up
-    // reconcile is ~20k lines, about 7 s of kernel work), and its stdin fits in a
-    // pipe buffer, so an `ip` that stops at a bad line cannot EPIPE us mid-write.
-    let chunk: string[] = [];
-    let bytes = 0;
-    const flush = async () => {
-      if (chunk.length === 0) return;
-      this.stats.writes++;
-      await this.ip(['-batch', '-'], `${chunk.join('\n')}\n`);
-      chunk = [];
-      bytes = 0;
-    };
-    for (const l of lines) {
-      if (bytes + l.length + 1 > BATCH_BYTES) await flush();
-      chunk.push(l);
-      bytes += l.length + 1;
-    }
-    await flush();
-  }
-
-  /**
-   * `ip` in the data-plane namespace. Not `ip -n`: iproute2 then unshares the
-   * mount namespace and remounts /sys, copying every mount — one per `ip netns`
-   * namespace, i.e. per sandbox VM — so one call costs 2.7 ms with 20 mounts and
-   * 26 ms with 10k (measured, bench/netsetup). nsenter only joins the network
-   * namespace, which is all rtnetlink needs, at the same cost at any scale.
-   */
-  private ip(args: string[], input?: string): Promise<string> {
-    const opts = input === undefined ? {} : { input };
-    if (this.netns === undefined) return run('ip', args, opts);
-    return run('nsenter', [`--net=/run/netns/${this.netns}`, '--', 'ip', ...args], opts);
-  }
-
-  private async sysctl(kv: string[], ignoreMissing: boolean): Promise<void> {
-    this.stats.writes++;
-    const args = ['-q', ...(ignoreMissing ? ['-e'] : []), '-w', ...kv];
-    // Only production (no data-plane namespace) writes in the root namespace, and only for its own bridges.
-    if (this.netns === undefined) await run('sysctl', args);
-    else await run('ip', ['netns', 'exec', this.netns, 'sysctl', ...args]);
   }
 
   private readonly reported = new Set<string>();

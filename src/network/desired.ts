@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import {
-  addressScope, formatIpv6, interfacePrefix, parseInterface, parseIpv6, prefixContains, type Prefix,
+  addressScope, formatIpv6, formatPrefix, interfacePrefix, parseInterface, parseIpv6, prefixContains, type Prefix,
 } from '../core/net/ipv6.js';
 import type { VmRecord } from '../core/vm/record.js';
+import type { KernelGateways } from './gateways.js';
 
 // PURE: what the host side of the VM NICs should look like, from the bridge
 // config and the VMs as stored, and the `ip` steps from a kernel view to it.
@@ -32,15 +33,33 @@ export interface BridgeAttrs {
   mcast_snooping: 0 | 1;
   mcast_querier: 0 | 1;
   ageing_time: number;
+  /** MLD version of the bridge's querier (and snooping): always 2 (decision 0030). */
+  mcast_mld_version: 1 | 2;
 }
 
+/** An address configured on the bridge (config `ipv6_address`). */
 export interface DesiredAddress {
   /** Canonical text (RFC 5952) without length. */
   address: string;
   length: number;
-  /** "config": the bridge's ipv6_address; "gateway": the gateway of VM subnets (SPEC-NOTES 7). */
-  source: 'config' | 'gateway';
-  /** VMs whose gateway this is (sorted); empty for config addresses. */
+}
+
+/**
+ * The gateway of VM subnets on the bridge (SPEC-NOTES 7), answered without
+ * being an interface address (docs/decisions/0030): a permanent neighbour
+ * entry the bridge answers Neighbour Solicitations from, and a local route.
+ */
+export interface DesiredGateway {
+  /** Canonical text. */
+  address: string;
+  /** VMs naming it (sorted). */
+  vms: string[];
+}
+
+/** A VM subnet on the bridge: an on-link route to it. */
+export interface DesiredSubnet {
+  /** Canonical "prefix/len". */
+  prefix: string;
   vms: string[];
 }
 
@@ -56,6 +75,8 @@ export interface DesiredBridge {
   mtu: number;
   attrs: BridgeAttrs;
   addresses: DesiredAddress[];
+  gateways: DesiredGateway[];
+  subnets: DesiredSubnet[];
   ports: DesiredPort[];
 }
 
@@ -82,6 +103,9 @@ export function bridgeAttrs(b: BridgeSpec): BridgeAttrs {
     // A querier without snooping is pointless and only adds traffic.
     mcast_querier: b.mldSnooping && b.querier ? 1 : 0,
     ageing_time: Math.round(b.ageingTimeSec * CENTI),
+    // The querier speaks MLDv1 otherwise, which puts every guest into MLDv1
+    // compatibility mode (RFC 3810 8.2.1): no source-specific multicast.
+    mcast_mld_version: 2,
   };
 }
 
@@ -89,8 +113,10 @@ interface Acc {
   spec: BridgeSpec;
   ownPrefixes: Prefix[];
   config: DesiredAddress[];
-  /** Gateway address (bigint) -> length and VMs. */
-  gateways: Map<bigint, { length: number; vms: Set<string> }>;
+  /** Canonical gateway address -> VMs. Strings, not bigints: V8 hashes a BigInt by its low 64 bits only, and every gateway is <subnet>::1. */
+  gateways: Map<string, Set<string>>;
+  /** Canonical subnet prefix -> VMs. */
+  subnets: Map<string, Set<string>>;
   ports: Map<string, DesiredPort>;
 }
 
@@ -100,13 +126,14 @@ export function desiredHostNetwork(input: { bridges: BridgeSpec[]; vms: readonly
     if (accs.has(spec.name)) throw new Error(`bridge ${spec.name} is listed twice`);
     const config = spec.addresses.map((a): DesiredAddress => {
       const i = parseInterface(a);
-      return { address: formatIpv6(i.address), length: i.length, source: 'config', vms: [] };
+      return { address: formatIpv6(i.address), length: i.length };
     });
     accs.set(spec.name, {
       spec,
       ownPrefixes: spec.addresses.map((a) => interfacePrefix(parseInterface(a))),
       config,
       gateways: new Map(),
+      subnets: new Map(),
       ports: new Map(),
     });
   }
@@ -132,22 +159,16 @@ export function desiredHostNetwork(input: { bridges: BridgeSpec[]; vms: readonly
     }
   }
 
+  const sorted = (m: Map<string, Set<string>>) => [...m.entries()].sort(([a], [b]) => cmp(a, b)).map(([k, v]) => [k, [...v].sort(cmp)] as const);
   const bridges = [...accs.values()].map((acc): DesiredBridge => {
-    const configured = new Set(acc.config.map((a) => parseIpv6(a.address)));
-    const gateways = [...acc.gateways.entries()]
-      .filter(([addr]) => !configured.has(addr))
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([addr, g]): DesiredAddress => ({
-        address: formatIpv6(addr),
-        length: g.length,
-        source: 'gateway',
-        vms: [...g.vms].sort(cmp),
-      }));
+    const configured = new Set(acc.config.map((a) => a.address));
     return {
       name: acc.spec.name,
       mtu: acc.spec.mtu,
       attrs: bridgeAttrs(acc.spec),
-      addresses: [...acc.config, ...gateways],
+      addresses: acc.config,
+      gateways: sorted(acc.gateways).filter(([a]) => !configured.has(a)).map(([address, vms]) => ({ address, vms })),
+      subnets: sorted(acc.subnets).map(([prefix, vms]) => ({ prefix, vms })),
       ports: [...acc.ports.values()].sort((a, b) => cmp(a.device, b.device)),
     };
   });
@@ -156,9 +177,9 @@ export function desiredHostNetwork(input: { bridges: BridgeSpec[]; vms: readonly
 
 /**
  * The bridge answers as the gateway of each VM subnet on it (SPEC-NOTES 7,
- * decision 0008) unless that subnet is the bridge's own: there the configured
- * address serves, and any other gateway in it is someone else's router.
- * Returns why nothing was added when that is worth logging.
+ * decisions 0008 and 0030) unless that subnet is the bridge's own: there the
+ * configured address serves, and any other gateway in it is someone else's
+ * router. Returns why nothing was added when that is worth logging.
  */
 function addGateway(acc: Acc, vmId: string, address: string, gateway: string): string | undefined {
   if (address === '' || gateway === '') return undefined;
@@ -174,15 +195,13 @@ function addGateway(acc: Acc, vmId: string, address: string, gateway: string): s
   // The bridge has its own fe80 address; a link-local gateway is never ours to add.
   if (addressScope(gw) === 'link-local') return undefined;
   if (!prefixContains(subnet, gw)) return `gateway ${gateway} is outside ${address}`;
-  const g = acc.gateways.get(gw);
-  // IPv6 keys addresses by address alone, so one gateway gets one length: the
-  // shortest, whose on-link route covers every VM subnet that names it.
-  if (g) {
-    g.length = Math.min(g.length, subnet.length);
-    g.vms.add(vmId);
-  } else {
-    acc.gateways.set(gw, { length: subnet.length, vms: new Set([vmId]) });
-  }
+  const add = (m: Map<string, Set<string>>, key: string) => {
+    const users = m.get(key);
+    if (users) users.add(vmId);
+    else m.set(key, new Set([vmId]));
+  };
+  add(acc.gateways, formatIpv6(gw));
+  add(acc.subnets, formatPrefix(subnet));
   return undefined;
 }
 
@@ -200,11 +219,20 @@ function cmp(a: string, b: string): number {
  */
 export const OWN_ADDRESS_METRIC = 256;
 
-/** Global IPv6 addresses of a bridge: address -> length, and whether metald added it. */
-export type KernelAddrs = Map<bigint, { length: number; ours: boolean }>;
-export interface KernelBridge { ifindex: number; mtu: number; up: boolean; attrs: Record<string, unknown>; addrs: KernelAddrs }
+/** Global IPv6 addresses of a bridge: canonical address -> length, and whether metald added it. */
+export type KernelAddrs = Map<string, { length: number; ours: boolean }>;
+export interface KernelBridge { ifindex: number; mtu: number; up: boolean; mac: string; attrs: Record<string, unknown>; addrs: KernelAddrs }
 export interface KernelLink { master: string | undefined; mtu: number; up: boolean }
-export interface KernelView { bridges: Map<string, KernelBridge>; links: Map<string, KernelLink> }
+export interface KernelView {
+  bridges: Map<string, KernelBridge>;
+  links: Map<string, KernelLink>;
+  /** The gateway side of each bridge (src/network/gateways.ts); absent = nothing of ours. */
+  gateways: Map<string, KernelGateways>;
+  /** Bridge port settings (`info_slave_data`) of the links read with details: the ND ports. */
+  portDetails: Map<string, Record<string, unknown>>;
+  /** Per bridge: the port its own MAC's fdb entry points at (the bridge itself when its name). */
+  macOwner: Map<string, string>;
+}
 
 export interface HostNetworkPlan {
   /** `ip -batch` lines creating missing bridges (down: their sysctls go in before they come up). */
@@ -221,9 +249,9 @@ export interface HostNetworkPlan {
 type Obj = Record<string, unknown>;
 const flagsOf = (o: Obj): unknown[] => (Array.isArray(o['flags']) ? o['flags'] : []);
 
-/** The view from `ip -d -j address show type bridge` and `ip -j link show`. */
+/** The view from `ip -d -j address show type bridge` and `ip -j link show` (gateways and ND ports added by the caller). */
 export function parseKernelView(bridges: readonly Obj[], links: readonly Obj[]): KernelView {
-  const view: KernelView = { bridges: new Map(), links: new Map() };
+  const view: KernelView = { bridges: new Map(), links: new Map(), gateways: new Map(), portDetails: new Map(), macOwner: new Map() };
   for (const l of links) {
     if (typeof l['ifname'] !== 'string') continue;
     const master = typeof l['master'] === 'string' ? l['master'] : undefined;
@@ -235,14 +263,16 @@ export function parseKernelView(bridges: readonly Obj[], links: readonly Obj[]):
     const addrs: KernelAddrs = new Map();
     for (const a of (b['addr_info'] as Obj[] | undefined) ?? []) {
       if (a['family'] !== 'inet6' || a['scope'] !== 'global' || typeof a['local'] !== 'string') continue;
-      addrs.set(parseIpv6(a['local']), { length: Number(a['prefixlen']), ours: a['metric'] === OWN_ADDRESS_METRIC });
+      addrs.set(formatIpv6(parseIpv6(a['local'])), { length: Number(a['prefixlen']), ours: a['metric'] === OWN_ADDRESS_METRIC });
     }
-    view.bridges.set(b['ifname'], { ifindex: Number(b['ifindex']), mtu: Number(b['mtu']), up: flagsOf(b).includes('UP'), attrs, addrs });
+    view.bridges.set(b['ifname'], {
+      ifindex: Number(b['ifindex']), mtu: Number(b['mtu']), up: flagsOf(b).includes('UP'), mac: String(b['address'] ?? ''), attrs, addrs,
+    });
   }
   return view;
 }
 
-const ATTR_KEYS = ['stp_state', 'forward_delay', 'mcast_snooping', 'mcast_querier', 'ageing_time'] as const;
+const ATTR_KEYS = ['stp_state', 'forward_delay', 'mcast_snooping', 'mcast_querier', 'ageing_time', 'mcast_mld_version'] as const;
 
 /**
  * A fixed, locally administered MAC for a bridge metald creates. Without one a
@@ -291,11 +321,10 @@ export function planHostNetwork(want: readonly DesiredBridge[], view: KernelView
     }
     if (!k?.up) plan.lines.push(`link set dev ${b.name} up`);
     const have: KernelAddrs = k?.addrs ?? new Map();
-    const wanted = new Set<bigint>();
+    const wanted = new Set<string>();
     for (const a of b.addresses) {
-      const addr = parseIpv6(a.address);
-      wanted.add(addr);
-      const cur = have.get(addr);
+      wanted.add(a.address);
+      const cur = have.get(a.address);
       if (cur && cur.length === a.length) continue;
       if (cur && !cur.ours) {
         // Someone else's address: it still answers, so warn rather than fail VM creates.
@@ -306,8 +335,9 @@ export function planHostNetwork(want: readonly DesiredBridge[], view: KernelView
       plan.lines.push(addLine(b.name, a.address, a.length));
     }
     if (prune) {
+      // Also the gateway addresses metald added before decision 0030: gone before their routes come back as ours.
       for (const [addr, cur] of have) {
-        if (cur.ours && !wanted.has(addr)) plan.lines.push(`address del ${formatIpv6(addr)}/${cur.length} dev ${b.name}`);
+        if (cur.ours && !wanted.has(addr)) plan.lines.push(`address del ${addr}/${cur.length} dev ${b.name}`);
       }
     }
     for (const p of b.ports) {
@@ -324,9 +354,8 @@ export function addrsAfter(b: DesiredBridge, before: KernelAddrs | undefined, pr
   const out: KernelAddrs = new Map(before ?? []);
   if (prune) for (const [addr, cur] of out) if (cur.ours) out.delete(addr);
   for (const a of b.addresses) {
-    const addr = parseIpv6(a.address);
-    const cur = out.get(addr);
-    if (!cur || cur.ours) out.set(addr, { length: a.length, ours: true });
+    const cur = out.get(a.address);
+    if (!cur || cur.ours) out.set(a.address, { length: a.length, ours: true });
   }
   return out;
 }

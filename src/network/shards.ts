@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { base32 } from '../core/vm/ids.js';
 import {
-  planHostNetwork, type DesiredBridge, type DesiredPort, type HostNetworkPlan, type KernelView,
+  bridgeMac, planHostNetwork, type DesiredBridge, type DesiredPort, type HostNetworkPlan, type KernelView,
 } from './desired.js';
+import { macOwnerLine, ndPortLines, ndPortOk, planGateways } from './gateways.js';
 
 // PURE: a configured bridge past the kernel's 1023 ports (docs/decisions/0020).
 // The tenant names one bridge; metald spreads its VM ports over the bridge
@@ -16,10 +17,11 @@ import {
 export const MAX_PORTS_PER_BRIDGE = 1023;
 /** Ports of the primary kept free for uplinks, so a full primary can still grow a shard. */
 export const MAX_SHARDS = 127;
-export const PRIMARY_VM_PORTS = MAX_PORTS_PER_BRIDGE - MAX_SHARDS;
+/** One more port of the primary is the ND port (decision 0030). */
+export const PRIMARY_VM_PORTS = MAX_PORTS_PER_BRIDGE - MAX_SHARDS - 1;
 /** A shard's own uplink end takes one port. */
 export const SHARD_VM_PORTS = MAX_PORTS_PER_BRIDGE - 1;
-/** VM ports one configured bridge takes (896 + 127 x 1022 = 130 690; the guide's max_vms is 50 000). */
+/** VM ports one configured bridge takes (895 + 127 x 1022 = 130 689; the guide's max_vms is 50 000). */
 export const VM_PORTS_PER_CONFIGURED_BRIDGE = PRIMARY_VM_PORTS + MAX_SHARDS * SHARD_VM_PORTS;
 
 function tag(domain: string, ...parts: string[]): string {
@@ -68,6 +70,20 @@ export class ShardNaming {
     return name.startsWith(this.uplinkPrefix) && name.length === 12;
   }
 
+  /**
+   * The ND port of a configured bridge, `n<inst 3><bridge 5>` (9 chars): a
+   * carrier-less tap on the primary with neigh_suppress, through which the
+   * bridge answers Neighbour Solicitations for its VM subnets' gateways (decision 0030).
+   */
+  ndPort(bridge: string): string {
+    return `n${this.instanceTag}${this.bridgeTag(bridge)}`;
+  }
+
+  /** Uplink ends and ND ports: ports of metald's bridges that are not VM ports. */
+  isInfrastructure(name: string): boolean {
+    return this.isUplink(name) || (name.length === 9 && name.startsWith(`n${this.instanceTag}`));
+  }
+
   private bridgeTag(bridge: string): string {
     let t = this.bridgeTags.get(bridge);
     if (t === undefined) {
@@ -87,8 +103,10 @@ export interface ShardState {
 }
 
 export interface ShardedPlan extends HostNetworkPlan {
-  /** Shard bridges and uplink ends made by this plan: IPv6 off before they come up. */
+  /** Shard bridges, uplink ends and ND ports made by this plan: IPv6 off before they come up. */
   noIpv6: string[];
+  /** `bridge -batch` lines, run after `lines` (the ND ports' fdb entries). */
+  fdb: string[];
   /** Per configured bridge, after the plan is applied. */
   shards: Map<string, ShardState>;
   /** Every port on a configured bridge or one of its shards -> the bridge it is on, after the plan. */
@@ -99,10 +117,28 @@ export function capacityOf(k: number): number {
   return k === 0 ? PRIMARY_VM_PORTS : SHARD_VM_PORTS;
 }
 
-/** Lowest index with room, among the indexes given (ascending). */
+/**
+ * VM ports a bridge takes while more shards can still be made. Attaching or
+ * detaching a port, and every port state change, loops over all ports of its
+ * bridge in the kernel (br_add_if, del_nbp, br_port_state_selection: ~0.13 µs
+ * per port per loop here, 0.1 ms more per attach at 900 ports than at 100), so
+ * small bridges keep that cost flat; 128 bridges of 256 hold 32 768 VMs, past
+ * that they grow evenly to their capacity.
+ */
+export const SHARD_FILL = 256;
+
+/**
+ * Where the next port goes: the lowest index below SHARD_FILL while shards can
+ * still be made (undefined: make one), else the least loaded with room
+ * (undefined: all full).
+ */
 export function pickShard(state: ShardState): number | undefined {
   const ks = [...state.names.keys()].sort((a, b) => a - b);
-  return ks.find((k) => (state.load.get(k) ?? 0) < capacityOf(k));
+  const load = (k: number) => state.load.get(k) ?? 0;
+  if (state.names.size <= MAX_SHARDS) return ks.find((k) => load(k) < Math.min(SHARD_FILL, capacityOf(k)));
+  let best: number | undefined;
+  for (const k of ks) if (load(k) < capacityOf(k) && (best === undefined || load(k) < load(best))) best = k;
+  return best;
 }
 
 /**
@@ -122,6 +158,7 @@ export function planShardedHostNetwork(
   const shards = new Map<string, ShardState>();
   const placement = new Map<string, string>();
   const problems: string[] = [];
+  const nd: NdPlan = { create: [], lines: [], remove: [], noIpv6: [], fdb: [] };
 
   for (const b of want) {
     const state: ShardState = { names: new Map([[0, b.name]]), load: new Map([[0, 0]]) };
@@ -137,7 +174,7 @@ export function planShardedHostNetwork(
       const k = l.master === undefined ? undefined : indexOf.get(l.master);
       if (k === undefined) continue;
       placement.set(dev, l.master!);
-      if (!naming.isUplink(dev)) state.load.set(k, state.load.get(k)! + 1);
+      if (!naming.isInfrastructure(dev)) state.load.set(k, state.load.get(k)! + 1);
     }
     const portsOf = new Map<number, DesiredPort[]>([...state.names.keys()].map((k) => [k, []]));
     for (const p of b.ports) {
@@ -180,6 +217,8 @@ export function planShardedHostNetwork(
         if (view.links.has(n.upper)) remove.push(`link delete dev ${n.upper}`);
         else if (view.links.has(n.lower)) remove.push(`link delete dev ${n.lower}`);
         remove.push(`link delete dev ${shard}`);
+        placement.delete(n.upper);
+        placement.delete(n.lower);
         state.names.delete(k);
         state.load.delete(k);
         continue;
@@ -207,11 +246,17 @@ export function planShardedHostNetwork(
         // Only the primary has an address to send MLD queries from.
         attrs: { ...b.attrs, mcast_querier: 0 },
         addresses: [],
+        gateways: [],
+        subnets: [],
         ports: [...portsOf.get(k)!, { device: n.lower, mtu: b.mtu, vmId: '', nicId: '' }],
       });
     }
     expanded.push({ ...b, ports: [...portsOf.get(0)!, ...uplinkPorts] }, ...shardBridges);
     shards.set(b.name, state);
+    const ndPort = naming.ndPort(b.name);
+    planNdPort(b, view, ndPort, prune, nd);
+    if (b.gateways.length > 0) placement.set(ndPort, b.name);
+    else if (prune) placement.delete(ndPort);
   }
 
   const plan = planHostNetwork(expanded, view, prune);
@@ -222,14 +267,39 @@ export function planShardedHostNetwork(
     return dev !== undefined && lowers.has(dev) ? [l, `link set dev ${dev} type bridge_slave mcast_router 2`] : [l];
   });
   // Shard bridges never carry addresses: prune would only drop marked ones, and there are none.
+  const macOf = (b: string) => view.bridges.get(b)?.mac || bridgeMac(b);
   return {
     ...plan,
     // Removals first: a shard deleted and made again by one plan (never happens) would otherwise clash.
-    create: [...remove, ...plan.create, ...createUplinks],
-    lines: [...lines, ...attachUplinks],
+    create: [...remove, ...nd.remove, ...plan.create, ...createUplinks, ...nd.create],
+    // Gateways last: they need the bridge up with IPv6 on (and old gateway addresses gone, in plan.lines).
+    lines: [...lines, ...attachUplinks, ...nd.lines, ...planGateways(want, view.gateways, macOf, prune)],
     problems: [...plan.problems, ...problems],
-    noIpv6,
+    noIpv6: [...noIpv6, ...nd.noIpv6],
+    fdb: want.filter((b) => nd.fdb.includes(b.name)).map((b) => macOwnerLine(naming.ndPort(b.name), macOf(b.name))),
     shards,
     placement,
   };
+}
+
+interface NdPlan { create: string[]; lines: string[]; remove: string[]; noIpv6: string[]; fdb: string[] }
+
+/**
+ * The ND port of configured bridge `b` (decision 0030): made when the bridge
+ * has gateways to answer for, repaired (master, settings, the bridge MAC's fdb
+ * entry) while it does, removed by a pruning reconcile once it has none.
+ */
+function planNdPort(b: DesiredBridge, view: KernelView, port: string, prune: boolean, nd: NdPlan): void {
+  const l = view.links.get(port);
+  if (b.gateways.length === 0) {
+    if (l && prune) nd.remove.push(`link delete dev ${port}`);
+    return;
+  }
+  if (!l) {
+    // Persistent and never opened: no carrier, so it forwards nothing and sends nothing.
+    nd.create.push(`tuntap add dev ${port} mode tap`);
+    nd.noIpv6.push(port);
+  }
+  if (!l || l.master !== b.name || l.mtu !== b.mtu || !l.up || !ndPortOk(view.portDetails.get(port))) nd.lines.push(...ndPortLines(b.name, port, b.mtu));
+  if (view.macOwner.get(b.name) !== port) nd.fdb.push(b.name);
 }

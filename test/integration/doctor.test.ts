@@ -102,6 +102,7 @@ describe('metald doctor on this host', { timeout: 120_000 }, () => {
     assert.equal(status('link.bridge'), 'pass');
     assert.equal(status('link.tun'), 'pass');
     assert.equal(status('bin.ip'), 'pass');
+    assert.equal(status('bin.bridge'), 'pass');
     assert.equal(status('bin.nft'), 'pass');
     assert.equal(status('bin.tcpdump'), 'pass');
     assert.equal(status('bin.logger'), 'pass');

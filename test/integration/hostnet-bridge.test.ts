@@ -10,6 +10,7 @@ import { SandboxBackend } from '../../src/backends/sandbox/sandbox-backend.js';
 import type { VmRecord } from '../../src/core/vm/record.js';
 import { ipIn, ipJson, linkExists, netnsExists, netnsList } from '../../src/kernel/netns.js';
 import { BridgeNetworkPlane } from '../../src/network/bridge-plane.js';
+import { GATEWAY_PROTO } from '../../src/network/gateways.js';
 import { detectVlanFiltering } from '../../src/network/kernel-features.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 import {
@@ -60,6 +61,20 @@ const vmns = (id: string) => backend.vmNetns(id);
 const bridgeAddrs = async (br: string) => ((await ipJson(DP, ['-6', 'address', 'show', 'dev', br]))[0]?.['addr_info'] as Record<string, unknown>[] ?? [])
   .filter((a) => a['scope'] === 'global').map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
 const link = async (name: string) => (await ipJson(DP, ['-d', 'link', 'show', 'dev', name]))[0];
+/** The gateway side of a bridge as `<what> <address or prefix>` lines (decision 0030): metald's neighbours and routes on it. */
+async function gatewayState(br: string): Promise<string[]> {
+  const neighs = await ipJson(DP, ['-6', 'neigh', 'show', 'dev', br, 'nud', 'permanent']);
+  const routes = await ipJson(DP, ['-6', 'route', 'show', 'table', 'all', 'proto', String(GATEWAY_PROTO), 'dev', br]);
+  return [
+    ...neighs.filter((n) => n['protocol'] === String(GATEWAY_PROTO)).map((n) => `neigh ${String(n['dst'])} ${String(n['lladdr'])}${'router' in n ? ' router' : ''}`),
+    ...routes.map((r) => `${r['type'] === 'local' ? 'local' : 'subnet'} ${String(r['dst'])}`),
+  ].sort();
+}
+const gatewayOf = async (br: string, gw: string, subnet: string) => {
+  const mac = String((await link(br))?.['address']);
+  return [`local ${gw}`, `neigh ${gw} ${mac} router`, `subnet ${subnet}`];
+};
+const ndPort = (br: string) => plane.naming.ndPort(br);
 
 describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
   before(async () => {
@@ -107,12 +122,23 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     assert.equal(await sysctlIn(DP, `net.ipv6.conf.${BR_A}.disable_ipv6`), '0');
   });
 
-  it('(2) a VM in another /64 reaches its gateway, which the plane put on the bridge', async () => {
-    assert.ok(!(await bridgeAddrs(BR_A)).includes('fd00:99:0:100::1/64'));
+  it('(2) a VM in another /64 reaches its gateway, which the bridge answers for without an address of it', async () => {
+    assert.deepEqual(await gatewayState(BR_A), []);
     await makeVm('a3', 3, BR_A, 'fd00:99:0:100::10/64', 'fd00:99:0:100::1');
-    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:100::1/64'));
+    // Decision 0030: a neighbour entry, a local route and the subnet's route; no interface address.
+    assert.deepEqual(await gatewayState(BR_A), await gatewayOf(BR_A, 'fd00:99:0:100::1', 'fd00:99:0:100::/64'));
+    assert.deepEqual(await bridgeAddrs(BR_A), ['fd00:99::1/64']);
+    const port = (await link(ndPort(BR_A)))!;
+    assert.equal(port['master'], BR_A);
+    const slave = (port['linkinfo'] as Record<string, unknown>)['info_slave_data'] as Record<string, unknown>;
+    assert.deepEqual([slave['neigh_suppress'], slave['learning'], slave['flood'], slave['mcast_flood'], slave['bcast_flood']], [true, false, false, false, false]);
     await waitAddressesReady(vmns('a3'));
     await ping6(vmns('a3'), 'fd00:99:0:100::1');
+    // The guest resolved its gateway to the bridge's MAC, flagged as a router, and routes through it.
+    const [n] = await ipJson(vmns('a3'), ['-6', 'neigh', 'show', 'fd00:99:0:100::1', 'dev', 'eth0']);
+    assert.equal(n?.['lladdr'], (await link(BR_A))?.['address']);
+    assert.ok(n && 'router' in n, JSON.stringify(n));
+    await ping6(vmns('a3'), 'fd00:99::11');
   });
 
   it('(3) MTU 9000: an 8000-byte ping with -M do passes unfragmented', async () => {
@@ -126,19 +152,20 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     await ping6(vmns('j5'), 'fd00:98::1', ['-M', 'do', '-s', '8000']);
   });
 
-  it('(4) delete leaves no link, address or route; a shared gateway goes with its last VM', async () => {
+  it('(4) delete leaves no link, address, neighbour or route; a shared gateway goes with its last VM', async () => {
     await makeVm('a6', 6, BR_A, 'fd00:99:0:200::20/64', 'fd00:99:0:200::1');
     await makeVm('a7', 7, BR_A, 'fd00:99:0:200::21/64', 'fd00:99:0:200::1');
-    const routes = async () => (await ipIn(DP, ['-6', 'route', 'show'])).split('\n');
+    const routes = async () => (await ipIn(DP, ['-6', 'route', 'show', 'table', 'all'])).split('\n');
     await deleteVm('a6');
-    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:200::1/64'), 'still used by a7');
+    assert.deepEqual(await gatewayState(BR_A), [
+      ...await gatewayOf(BR_A, 'fd00:99:0:100::1', 'fd00:99:0:100::/64'), ...await gatewayOf(BR_A, 'fd00:99:0:200::1', 'fd00:99:0:200::/64'),
+    ].sort(), 'still used by a7');
     await deleteVm('a7');
     await deleteVm('a3');
-    const addrs = await bridgeAddrs(BR_A);
-    assert.ok(!addrs.includes('fd00:99:0:200::1/64') && !addrs.includes('fd00:99:0:100::1/64'), addrs.join(' '));
-    assert.ok(addrs.includes('fd00:99::1/64'), 'the configured address stays');
+    assert.deepEqual(await gatewayState(BR_A), []);
+    assert.deepEqual(await bridgeAddrs(BR_A), ['fd00:99::1/64'], 'the configured address stays');
     const r = await routes();
-    assert.ok(!r.some((l) => l.startsWith('fd00:99:0:100::/64') || l.startsWith('fd00:99:0:200::/64')), r.join('\n'));
+    assert.ok(!r.some((l) => /fd00:99:0:[12]00::/.test(l)), r.join('\n'));
     for (const n of [3, 6, 7]) assert.ok(!(await linkExists(DP, dev(n))), dev(n));
     for (const id of ['a3', 'a6', 'a7']) assert.ok(!(await netnsExists(vmns(id))), id);
   });
@@ -192,14 +219,17 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     // read-and-diff path adds the gateway and leaves the port for later.
     const x = vmRecord('x8', [{ hostDevice: dev(8), bridge: BR_A, address: 'fd00:99:0:300::10/64', gateway: 'fd00:99:0:300::1' }]);
     const stale = [...vms.values()];
+    const gw = await gatewayOf(BR_A, 'fd00:99:0:300::1', 'fd00:99:0:300::/64');
     await plane.ensureVm(x);
-    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'));
+    assert.deepEqual(await gatewayState(BR_A), gw);
     await plane.reconcile(stale);
-    assert.ok((await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'), 'kept: ensured after the list was read');
+    assert.deepEqual(await gatewayState(BR_A), gw, 'kept: ensured after the list was read');
     await plane.removeVm(x);
-    assert.ok(!(await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'));
+    assert.deepEqual(await gatewayState(BR_A), []);
     await plane.reconcile([...stale, x]);
-    assert.ok(!(await bridgeAddrs(BR_A)).includes('fd00:99:0:300::1/64'), 'not revived: removed after the list was read');
+    assert.deepEqual(await gatewayState(BR_A), [], 'not revived: removed after the list was read');
+    // No gateway left on the bridge: that reconcile also removed the ND port.
+    assert.ok(!(await linkExists(DP, ndPort(BR_A))));
   });
 
   it('(6) bridge attributes read back as configured', async () => {
@@ -207,12 +237,54 @@ describe('BridgeNetworkPlane on a real kernel', { timeout: 180_000 }, () => {
     assert.deepEqual([s['stp_state'], s['forward_delay'], s['mcast_snooping'], s['mcast_querier'], s['ageing_time'], s['vlan_filtering']],
       [1, 400, 0, 0, 4500, 0]);
     const a = infoData(await link(BR_A));
-    assert.deepEqual([a['stp_state'], a['forward_delay'], a['mcast_snooping'], a['mcast_querier'], a['ageing_time']], [0, 1500, 1, 1, 3000]);
+    assert.deepEqual([a['stp_state'], a['forward_delay'], a['mcast_snooping'], a['mcast_querier'], a['ageing_time'], a['mcast_mld_version']],
+      [0, 1500, 1, 1, 3000, 2]);
     // Someone flips them: the next reconcile flips them back, in one step.
     await ipIn(DP, ['link', 'set', 'dev', BR_A, 'type', 'bridge', 'mcast_snooping', '0', 'ageing_time', '100']);
     await plane.reconcile([...vms.values()]);
     assert.deepEqual(plane.lastApplied, [`link set dev ${BR_A} type bridge mcast_snooping 1 ageing_time 3000`]);
     const a2 = infoData(await link(BR_A));
     assert.deepEqual([a2['mcast_snooping'], a2['mcast_querier'], a2['ageing_time']], [1, 1, 3000]);
+  });
+
+  it('(7) gateways: a reconcile repairs each lost part, and an old metald\'s gateway address makes way', async () => {
+    await makeVm('a9', 9, BR_A, 'fd00:99:0:400::10/64', 'fd00:99:0:400::1');
+    const gw = await gatewayOf(BR_A, 'fd00:99:0:400::1', 'fd00:99:0:400::/64');
+    const mac = String((await link(BR_A))?.['address']);
+    const all = () => [...vms.values()];
+    const port = ndPort(BR_A);
+    await waitAddressesReady(vmns('a9'));
+    const breakages: [string[], string[]][] = [
+      [['-6', 'neigh', 'del', 'fd00:99:0:400::1', 'dev', BR_A], [`neigh replace fd00:99:0:400::1 lladdr ${mac} dev ${BR_A} nud permanent router protocol 110`]],
+      [['-6', 'route', 'del', 'local', 'fd00:99:0:400::1/128', 'dev', BR_A, 'table', 'local'], [`route replace local fd00:99:0:400::1/128 dev ${BR_A} table local proto 110`]],
+      [['-6', 'route', 'del', 'fd00:99:0:400::/64', 'dev', BR_A], [`route replace fd00:99:0:400::/64 dev ${BR_A} proto 110 metric 256`]],
+      [['link', 'set', 'dev', port, 'type', 'bridge_slave', 'neigh_suppress', 'off'],
+        [`link set dev ${port} master ${BR_A} mtu 1500 up`, `link set dev ${port} type bridge_slave neigh_suppress on learning off flood off mcast_flood off bcast_flood off`]],
+      [['link', 'set', 'dev', port, 'nomaster'], [
+        `link set dev ${port} master ${BR_A} mtu 1500 up`, `link set dev ${port} type bridge_slave neigh_suppress on learning off flood off mcast_flood off bcast_flood off`,
+        `bridge fdb replace ${mac} dev ${port} master permanent`]],
+    ];
+    for (const [breakIt, repair] of breakages) {
+      await ipIn(DP, breakIt);
+      await plane.reconcile(all());
+      assert.deepEqual(plane.lastApplied, repair, breakIt.join(' '));
+      assert.deepEqual(await gatewayState(BR_A), gw);
+      // The neighbour cache of the guest may still hold the gateway: ask afresh each time.
+      await ipIn(vmns('a9'), ['-6', 'neigh', 'flush', 'dev', 'eth0']);
+      await ping6(vmns('a9'), 'fd00:99:0:400::1');
+    }
+    // Before decision 0030 the gateway was an address on the bridge (marked metric 256): a reconcile
+    // replaces it, leaving the routes ours (the address's own prefix route goes with it).
+    await ipIn(DP, ['-6', 'route', 'del', 'fd00:99:0:400::/64', 'dev', BR_A]);
+    await ipIn(DP, ['-6', 'route', 'del', 'local', 'fd00:99:0:400::1/128', 'dev', BR_A, 'table', 'local']);
+    await ipIn(DP, ['address', 'add', 'fd00:99:0:400::1/64', 'dev', BR_A, 'nodad', 'metric', '256']);
+    await plane.reconcile(all());
+    assert.deepEqual(await bridgeAddrs(BR_A), ['fd00:99::1/64']);
+    assert.deepEqual(await gatewayState(BR_A), gw);
+    await plane.reconcile(all());
+    assert.deepEqual(plane.lastApplied, []);
+    await ipIn(vmns('a9'), ['-6', 'neigh', 'flush', 'dev', 'eth0']);
+    await ping6(vmns('a9'), 'fd00:99:0:400::1');
+    await deleteVm('a9');
   });
 });

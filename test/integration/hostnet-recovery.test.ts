@@ -1,13 +1,16 @@
 // "kill -9 metald during a create, restart: the kernel matches the store" for
 // the bridge plane: daemon-recovery.test.ts runs without bridges, so it checks
 // namespaces and veths only. Here a bridge is configured and every VM has a /64
-// of its own, so each create puts a port on the bridge and a gateway address on
-// it. Real daemon, sandbox backend; needs root. Everything (namespaces, guests,
-// radvd in the data plane, /run/metald/<instance>) is removed in `after`.
+// of its own, so each create puts a port on the bridge and a gateway on it (a
+// neighbour entry the bridge answers for and routes, decision 0030). Real
+// daemon, sandbox backend; needs root. Everything (namespaces, guests, radvd
+// in the data plane, /run/metald/<instance>) is removed in `after`.
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ipJson } from '../../src/kernel/netns.js';
+import { GATEWAY_PROTO } from '../../src/network/gateways.js';
+import { ShardNaming } from '../../src/network/shards.js';
 import {
   baseConfig, cleanupEnv, client, type Daemon, dpVeths, leftovers, newEnv, sleep, startDaemon, TOKENS, waitUntil, writeConfig,
 } from '../helpers/daemon-harness.js';
@@ -18,18 +21,22 @@ describe('kill -9 during creates on a bridge: after restart the bridge matches t
   let daemon: Daemon;
   const admin = () => client(env, TOKENS.admin);
 
-  /** The kernel side that the store implies, and what the kernel has: ports on the bridge and metald's addresses on it. */
-  async function kernelVsStore(): Promise<{ want: { ports: string[]; addrs: string[] }; have: { ports: string[]; addrs: string[] } }> {
+  type Side = { ports: string[]; addrs: string[]; gateways: string[] };
+  /** The kernel side that the store implies, and what the kernel has: VM ports on the bridge, metald's addresses and gateways on it. */
+  async function kernelVsStore(): Promise<{ want: Side; have: Side }> {
     const vms = (await admin().listVms({ pageSize: 1000 })).vms;
     const want = {
       ports: vms.map((v) => v.networkStatus[0]!.hostDevice).sort(),
-      addrs: ['fd00:77::1/64', ...vms.map((v) => `${v.networkStatus[0]!.ipv6Gateway}/64`)].sort(),
+      addrs: ['fd00:77::1/64'],
+      gateways: vms.map((v) => v.networkStatus[0]!.ipv6Gateway).sort(),
     };
-    const links = await ipJson(env.dp, ['link', 'show', 'master', BR]);
+    const ndPort = new ShardNaming(env.inst).ndPort(BR);
+    const links = (await ipJson(env.dp, ['link', 'show', 'master', BR])).map((l) => String(l['ifname']).split('@')[0]!).filter((l) => l !== ndPort);
     const [b] = await ipJson(env.dp, ['-6', 'address', 'show', 'dev', BR]);
     const addrs = ((b?.['addr_info'] ?? []) as Record<string, unknown>[])
       .filter((a) => a['scope'] === 'global' && a['metric'] === 256).map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
-    return { want, have: { ports: links.map((l) => String(l['ifname']).split('@')[0]!).sort(), addrs: addrs.sort() } };
+    const neighs = (await ipJson(env.dp, ['-6', 'neigh', 'show', 'dev', BR, 'nud', 'permanent'])).filter((n) => n['protocol'] === String(GATEWAY_PROTO));
+    return { want, have: { ports: links.sort(), addrs: addrs.sort(), gateways: neighs.map((n) => String(n['dst'])).sort() } };
   }
 
   before(async () => {
@@ -45,7 +52,7 @@ describe('kill -9 during creates on a bridge: after restart the bridge matches t
     assert.deepEqual(await leftovers(env), [], 'namespaces or processes left behind');
   });
 
-  it('SIGKILL with creates in flight; restart; ports and gateway addresses equal the stored VMs', async (t) => {
+  it('SIGKILL with creates in flight; restart; ports and gateways equal the stored VMs', async (t) => {
     const c = admin();
     let answered = 0;
     let release!: () => void;
@@ -68,12 +75,13 @@ describe('kill -9 during creates on a bridge: after restart the bridge matches t
     const { want, have } = await kernelVsStore();
     assert.ok(want.ports.length >= answered, `${want.ports.length} VMs stored, ${answered} answered`);
     assert.deepEqual(have.ports, want.ports, 'ports on the bridge = host devices of stored VMs');
-    assert.deepEqual(have.addrs, want.addrs, 'metald addresses on the bridge = its own + the gateways of stored VMs');
+    assert.deepEqual(have.addrs, want.addrs, 'metald addresses on the bridge = its own');
+    assert.deepEqual(have.gateways, want.gateways, 'gateways on the bridge = those of stored VMs');
     assert.deepEqual(await dpVeths(env), want.ports, 'no orphan host veth in the data plane');
 
     // And deleting them all leaves the bridge with its configured address only.
     for (const v of (await admin().listVms({ pageSize: 1000 })).vms) await admin().deleteVm({ vmId: v.vmId });
     const after = await kernelVsStore();
-    assert.deepEqual(after.have, { ports: [], addrs: ['fd00:77::1/64'] });
+    assert.deepEqual(after.have, { ports: [], addrs: ['fd00:77::1/64'], gateways: [] });
   });
 });

@@ -13,7 +13,7 @@ import { SandboxBackend } from '../../src/backends/sandbox/sandbox-backend.js';
 import type { VmRecord } from '../../src/core/vm/record.js';
 import { ipBatch, ipIn, ipJson, netnsList } from '../../src/kernel/netns.js';
 import { BridgeNetworkPlane } from '../../src/network/bridge-plane.js';
-import { PRIMARY_VM_PORTS } from '../../src/network/shards.js';
+import { SHARD_FILL } from '../../src/network/shards.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 import { bulkDelete, memoryLog, freshDataPlane, ping6, waitAddressesReady } from '../helpers/hostnet-kernel.js';
 
@@ -35,9 +35,14 @@ const vmOf = (i: number) => vmRecord(`v${i}`, [{
   mac: `52:54:01:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`,
 }]);
 
+/** VM i with a /64 of its own (prefix mode): its gateway is answered by the primary (decision 0030). */
+const ownNet = (i: number) => `fd00:a2:0:${i.toString(16)}`;
+const vmOwn = (i: number) => vmRecord(`v${i}`, [{
+  hostDevice: `hs${tag}${i.toString(36)}`, bridge: BR, address: `${ownNet(i)}::10/64`, gateway: `${ownNet(i)}::1`, mac: '52:54:01:ff:00:01',
+}]);
+
 /** A VM made as the lifecycle makes it: backend create, then the plane. */
-async function makeVm(i: number): Promise<VmRecord> {
-  const vm = vmOf(i);
+async function makeVm(i: number, vm = vmOf(i)): Promise<VmRecord> {
   const n = vm.nics[0]!;
   const spec: BackendVmSpec = {
     id: vm.id, vcpuCount: 1, memoryBytes: 128n << 20n, kernelPath: '', kernelArgs: '', initrdPath: '', drives: [],
@@ -84,15 +89,16 @@ describe(`one configured bridge with ${TOTAL} VMs (sharded past 1023 ports)`, { 
   it(`the ${TOTAL}th VM is on a shard and reaches the gateway and a VM on the primary`, async (t) => {
     const t0 = performance.now();
     await makeVm(0);
-    await fill(1, PRIMARY_VM_PORTS);
-    // The primary is full (896 VM ports, 127 kept for uplinks): the next VM makes shard 1 (slow path).
-    await makeVm(PRIMARY_VM_PORTS);
+    await fill(1, SHARD_FILL);
+    // The primary holds SHARD_FILL VM ports (more shards can still be made): the next VM makes shard 1 (slow path).
+    await makeVm(SHARD_FILL);
+    assert.equal(plane.shardBridges(BR).length, 2, plane.shardBridges(BR).join(' '));
+    await fill(SHARD_FILL + 1, TOTAL - 1);
     const shards = plane.shardBridges(BR);
-    assert.equal(shards.length, 2, shards.join(' '));
-    const shard = shards[1]!;
-    assert.ok(shard.length <= 15 && shard.startsWith('s'), shard);
-    await fill(PRIMARY_VM_PORTS + 1, TOTAL - 1);
-    // The 1100th goes to shard 1 on the fast path: one `ip` process, no read.
+    const nShards = Math.ceil(TOTAL / SHARD_FILL) - 1;
+    assert.equal(shards.length, 1 + nShards, shards.join(' '));
+    assert.ok(shards.slice(1).every((s) => s.length <= 15 && s.startsWith('s')), shards.join(' '));
+    // The 1100th goes to the last shard on the fast path: one `ip` process, no read.
     const before = { ...plane.stats };
     const last = await makeVm(TOTAL - 1);
     assert.deepEqual(plane.stats, { reads: before.reads, writes: before.writes + 1 });
@@ -100,50 +106,67 @@ describe(`one configured bridge with ${TOTAL} VMs (sharded past 1023 ports)`, { 
 
     const masters = await mastersByBridge();
     const uplinks = plane.uplinkPorts();
-    assert.equal(uplinks.length, 2);
+    assert.equal(uplinks.length, 2 * nShards);
     assert.ok(uplinks.every((u) => u.startsWith(plane.naming.uplinkPrefix) && u.length <= 15), uplinks.join(' '));
-    assert.equal(masters.get(BR)!.filter((d) => !uplinks.includes(d)).length, PRIMARY_VM_PORTS);
-    assert.equal(masters.get(shard)!.filter((d) => !uplinks.includes(d)).length, TOTAL - PRIMARY_VM_PORTS);
-    assert.ok(masters.get(shard)!.includes(last.nics[0]!.hostDevice));
+    const vmPorts = (b: string) => masters.get(b)!.filter((d) => !uplinks.includes(d));
+    assert.equal(vmPorts(BR).length, SHARD_FILL);
+    for (const s of shards.slice(1, -1)) assert.equal(vmPorts(s).length, SHARD_FILL, s);
+    assert.equal(vmPorts(shards.at(-1)!).length, TOTAL - nShards * SHARD_FILL);
+    assert.ok(masters.get(shards.at(-1)!)!.includes(last.nics[0]!.hostDevice));
     assert.ok(masters.get(BR)!.includes(records[0]!.nics[0]!.hostDevice));
     // Shards are plain L2: no IPv6 of their own, never a second host on the VMs' link.
-    assert.equal((await ipIn(DP, ['-6', 'addr', 'show', 'dev', shard])).trim(), '');
+    assert.equal((await ipIn(DP, ['-6', 'addr', 'show', 'dev', shards[1]!])).trim(), '');
     // Every configured address and port agree: a reconcile now writes nothing.
     await plane.reconcile(records);
     assert.deepEqual(plane.lastApplied, []);
 
     const lastNs = backend.vmNetns(last.id);
-    for (const ns of [lastNs, backend.vmNetns('v0'), backend.vmNetns(`v${PRIMARY_VM_PORTS}`)]) await waitAddressesReady(ns);
+    for (const ns of [lastNs, backend.vmNetns('v0'), backend.vmNetns(`v${SHARD_FILL}`)]) await waitAddressesReady(ns);
     await ping6(lastNs, 'fd00:a1::1');
     await ping6(lastNs, addr(0));
     await ping6(backend.vmNetns('v0'), addr(TOTAL - 1));
-    await ping6(lastNs, addr(PRIMARY_VM_PORTS));
+    await ping6(lastNs, addr(SHARD_FILL));
     assert.deepEqual(logLines.filter((l) => l.startsWith('error')), []);
   });
 
   it('reconcile repairs a deleted uplink and a deleted shard', async () => {
-    const [, shard] = plane.shardBridges(BR);
-    const [upper] = plane.uplinkPorts().filter((u) => u.endsWith('p'));
-    await ipIn(DP, ['link', 'delete', 'dev', upper!]);
+    const shard = plane.shardBridges(BR).at(-1)!;
+    const { upper } = plane.naming.names(BR, plane.naming.shardIndex(BR, shard)!);
+    const onShard = (await mastersByBridge()).get(shard)!.length;
+    await ipIn(DP, ['link', 'delete', 'dev', upper]);
     await assert.rejects(ping6(backend.vmNetns(`v${TOTAL - 1}`), addr(0)));
     await plane.reconcile(records);
     await ping6(backend.vmNetns(`v${TOTAL - 1}`), addr(0));
-    await ipIn(DP, ['link', 'delete', 'dev', shard!]);
+    await ipIn(DP, ['link', 'delete', 'dev', shard]);
     await plane.reconcile(records);
-    assert.equal((await mastersByBridge()).get(shard!)!.length, TOTAL - PRIMARY_VM_PORTS + 1);
+    assert.equal((await mastersByBridge()).get(shard)!.length, onShard);
     await ping6(backend.vmNetns(`v${TOTAL - 1}`), 'fd00:a1::1');
   });
 
-  it('a shard whose VMs are all gone is removed with its uplink; the primary stays', async () => {
-    const [, shard] = plane.shardBridges(BR);
-    const onShard = records.slice(PRIMARY_VM_PORTS);
+  it('a VM with a /64 of its own on a shard resolves and reaches its gateway across the uplink', async () => {
+    const vm = await makeVm(TOTAL, vmOwn(TOTAL));
+    const shard = plane.shardBridges(BR).at(-1)!;
+    assert.equal((await mastersByBridge()).get(shard)!.includes(vm.nics[0]!.hostDevice), true);
+    const ns = backend.vmNetns(vm.id);
+    await waitAddressesReady(ns);
+    await ping6(ns, `${ownNet(TOTAL)}::1`);
+    const [n] = await ipJson(ns, ['-6', 'neigh', 'show', `${ownNet(TOTAL)}::1`, 'dev', 'eth0']);
+    assert.ok(n && 'router' in n, JSON.stringify(n));
+    await ping6(ns, addr(0));
+  });
+
+  it('shards whose VMs are all gone are removed with their uplinks; the primary stays', async () => {
+    const shards = plane.shardBridges(BR).slice(1);
+    const onShard = records.slice(SHARD_FILL);
     for (const vm of onShard) await plane.removeVm(vm);
     await ipBatch(DP, onShard.map((v) => `link delete dev ${v.nics[0]!.hostDevice}`));
-    records.splice(PRIMARY_VM_PORTS);
+    records.splice(SHARD_FILL);
     await plane.reconcile(records);
     const links = new Set((await ipJson(DP, ['link', 'show'])).map((l) => String(l['ifname']).split('@')[0]!));
-    assert.ok(!links.has(shard!), `${shard} still there`);
+    for (const shard of shards) assert.ok(!links.has(shard), `${shard} still there`);
     assert.deepEqual([...links].filter((l) => plane.naming.isUplink(l)), []);
+    // No VM has a gateway of its own any more: the ND port went too.
+    assert.ok(!links.has(plane.naming.ndPort(BR)));
     assert.deepEqual(plane.shardBridges(BR), [BR]);
     assert.ok(links.has(BR));
     await ping6(backend.vmNetns('v0'), 'fd00:a1::1');

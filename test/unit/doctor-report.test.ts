@@ -114,6 +114,7 @@ describe('doctor checks', () => {
     assert.equal(sandbox.get('bin.ip'), 'must');
     assert.equal(sandbox.get('bin.nft'), 'must');
     assert.equal(sandbox.get('bin.radvd'), 'advice');
+    assert.equal(sandbox.get('bin.bridge'), 'advice');
     assert.equal(sandbox.get('link.tun'), 'advice');
     assert.equal(sandbox.get('bin.qemu'), 'advice');
     assert.equal(sandbox.get('kvm'), 'advice');
@@ -121,6 +122,7 @@ describe('doctor checks', () => {
 
     const bridged = levels(WITH_BRIDGE);
     assert.equal(bridged.get('bin.radvd'), 'must');
+    assert.equal(bridged.get('bin.bridge'), 'must');
     assert.equal(bridged.get('link.bridge'), 'must');
     assert.equal(bridged.get('nft.bridge.exthdr'), 'must');
     assert.equal(bridged.get('net.ipv6.conf.all.accept_ra'), 'must');

@@ -3,7 +3,6 @@ import { describe, it } from 'node:test';
 import {
   addrsAfter, bridgeAttrs, bridgeMac, desiredHostNetwork, parseKernelView, planHostNetwork, type KernelView,
 } from '../../src/network/desired.js';
-import { parseIpv6 } from '../../src/core/net/ipv6.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 
 // The guide's br-prod (section 1, step 1.2) and the VM of step 3.2.
@@ -11,7 +10,7 @@ const brProd = bridge('br-prod', { addresses: ['2600:BEEF:1000::1/64'], stp: tru
 const brJumbo = bridge('br-jumbo', { mtu: 9000, addresses: ['fd00:98::1/64'], mldSnooping: false });
 
 describe('desiredHostNetwork', () => {
-  it('golden: the guide example, a VM subnet gateway, shared gateways, ports with the bridge MTU', () => {
+  it('golden: the guide example, a VM subnet gateway and its route, shared gateways, ports with the bridge MTU', () => {
     const vms = [
       vmRecord('vm-b', [{ hostDevice: 'tap-b', bridge: 'br-prod', address: '2600:beef:1000:100::11/64', gateway: '2600:beef:1000:100::1' }]),
       vmRecord('vm-a', [{ hostDevice: 'tap-a', bridge: 'br-prod', address: '2600:BEEF:1000:100::10/64', gateway: '2600:BEEF:1000:100::1' }]),
@@ -24,11 +23,11 @@ describe('desiredHostNetwork', () => {
         {
           name: 'br-prod',
           mtu: 1500,
-          attrs: { stp_state: 1, forward_delay: 1000, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000 },
-          addresses: [
-            { address: '2600:beef:1000::1', length: 64, source: 'config', vms: [] },
-            { address: '2600:beef:1000:100::1', length: 64, source: 'gateway', vms: ['vm-a', 'vm-b'] },
-          ],
+          attrs: { stp_state: 1, forward_delay: 1000, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000, mcast_mld_version: 2 },
+          addresses: [{ address: '2600:beef:1000::1', length: 64 }],
+          // vm-c is in the bridge's own subnet: the configured address is its gateway.
+          gateways: [{ address: '2600:beef:1000:100::1', vms: ['vm-a', 'vm-b'] }],
+          subnets: [{ prefix: '2600:beef:1000:100::/64', vms: ['vm-a', 'vm-b'] }],
           ports: [
             { device: 'tap-a', mtu: 1500, vmId: 'vm-a', nicId: 'eth0' },
             { device: 'tap-b', mtu: 1500, vmId: 'vm-b', nicId: 'eth0' },
@@ -38,8 +37,10 @@ describe('desiredHostNetwork', () => {
         {
           name: 'br-jumbo',
           mtu: 9000,
-          attrs: { stp_state: 0, forward_delay: 1500, mcast_snooping: 0, mcast_querier: 0, ageing_time: 3000 },
-          addresses: [{ address: 'fd00:98::1', length: 64, source: 'config', vms: [] }],
+          attrs: { stp_state: 0, forward_delay: 1500, mcast_snooping: 0, mcast_querier: 0, ageing_time: 3000, mcast_mld_version: 2 },
+          addresses: [{ address: 'fd00:98::1', length: 64 }],
+          gateways: [],
+          subnets: [],
           ports: [
             { device: 'tap-j', mtu: 9000, vmId: 'vm-j', nicId: 'eth0' },
             { device: 'tap-n', mtu: 9000, vmId: 'vm-n', nicId: 'eth0' },
@@ -57,9 +58,8 @@ describe('desiredHostNetwork', () => {
     const a = desiredHostNetwork({ bridges: [brProd], vms });
     const b = desiredHostNetwork({ bridges: [brProd], vms: [...vms].reverse() });
     assert.deepEqual(a, b);
-    assert.deepEqual(a.bridges[0]!.addresses.map((x) => x.address), [
-      '2600:beef:1000::1', '2600:beef:1000:100::1', '2600:beef:1000:101::1', '2600:beef:1000:102::1',
-    ]);
+    assert.deepEqual(a.bridges[0]!.gateways.map((x) => x.address), ['2600:beef:1000:100::1', '2600:beef:1000:101::1', '2600:beef:1000:102::1']);
+    assert.deepEqual(a.bridges[0]!.subnets.map((x) => x.prefix), ['2600:beef:1000:100::/64', '2600:beef:1000:101::/64', '2600:beef:1000:102::/64']);
   });
 
   it('skips NICs on unknown bridges, duplicate host devices and deleting VMs; ignores link-local and own-subnet gateways', () => {
@@ -74,7 +74,10 @@ describe('desiredHostNetwork', () => {
       vmRecord('vm-7', [{ hostDevice: 'tap7', bridge: 'br-prod', address: 'fd00:7::2/64', gateway: 'fd00:8::1' }]),
     ];
     const d = desiredHostNetwork({ bridges: [brProd], vms });
-    assert.deepEqual(d.bridges[0]!.addresses.map((a) => `${a.address}/${a.length}`), ['2600:beef:1000::1/64', 'fd00:2::1/64']);
+    assert.deepEqual(d.bridges[0]!.addresses.map((a) => `${a.address}/${a.length}`), ['2600:beef:1000::1/64']);
+    assert.deepEqual(d.bridges[0]!.gateways.map((g) => g.address), ['fd00:2::1']);
+    // Nothing for vm-5: a link-local gateway is the bridge's own fe80 address, as before.
+    assert.deepEqual(d.bridges[0]!.subnets.map((n) => n.prefix), ['fd00:2::/64']);
     assert.deepEqual(d.bridges[0]!.ports.map((p) => p.device), ['tap2', 'tap5', 'tap6', 'tap7']);
     assert.deepEqual(d.skipped, [
       { vmId: 'vm-1', nicId: 'eth0', reason: 'bridge br-other is not configured' },
@@ -83,18 +86,19 @@ describe('desiredHostNetwork', () => {
     ]);
   });
 
-  it('one gateway named with two prefix lengths gets the shortest (IPv6 keys addresses by address alone)', () => {
+  it('one gateway named by subnets of two lengths: one gateway, a route for each subnet', () => {
     const vms = [
       vmRecord('vm-1', [{ hostDevice: 't1', bridge: 'br-prod', address: 'fd00:9::2/64', gateway: 'fd00:9::1' }]),
       vmRecord('vm-2', [{ hostDevice: 't2', bridge: 'br-prod', address: 'fd00:9::3/56', gateway: 'fd00:9::1' }]),
     ];
-    const gw = desiredHostNetwork({ bridges: [brProd], vms }).bridges[0]!.addresses[1]!;
-    assert.deepEqual(gw, { address: 'fd00:9::1', length: 56, source: 'gateway', vms: ['vm-1', 'vm-2'] });
+    const b = desiredHostNetwork({ bridges: [brProd], vms }).bridges[0]!;
+    assert.deepEqual(b.gateways, [{ address: 'fd00:9::1', vms: ['vm-1', 'vm-2'] }]);
+    assert.deepEqual(b.subnets, [{ prefix: 'fd00:9::/56', vms: ['vm-2'] }, { prefix: 'fd00:9::/64', vms: ['vm-1'] }]);
   });
 
   it('converts seconds to the kernel centiseconds and drops the querier without snooping', () => {
     assert.deepEqual(bridgeAttrs(bridge('b', { forwardDelaySec: 2, ageingTimeSec: 300, mldSnooping: false, querier: true })),
-      { stp_state: 0, forward_delay: 200, mcast_snooping: 0, mcast_querier: 0, ageing_time: 30000 });
+      { stp_state: 0, forward_delay: 200, mcast_snooping: 0, mcast_querier: 0, ageing_time: 30000, mcast_mld_version: 2 });
   });
 
   it('refuses a bridge listed twice and an unparsable address', () => {
@@ -110,10 +114,9 @@ describe('planHostNetwork', () => {
   }).bridges;
   const okBridge = {
     ifname: 'br-prod', ifindex: 7, mtu: 1500, flags: ['BROADCAST', 'MULTICAST', 'UP'],
-    linkinfo: { info_kind: 'bridge', info_data: { stp_state: 1, forward_delay: 1000, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000 } },
+    linkinfo: { info_kind: 'bridge', info_data: { stp_state: 1, forward_delay: 1000, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000, mcast_mld_version: 2 } },
     addr_info: [
       { family: 'inet6', local: '2600:beef:1000::1', prefixlen: 64, scope: 'global', metric: 256 },
-      { family: 'inet6', local: '2600:beef:1000:100::1', prefixlen: 64, scope: 'global', metric: 256 },
       { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
     ],
   };
@@ -130,17 +133,17 @@ describe('planHostNetwork', () => {
   it('golden: creates a missing bridge down, then brings it up with addresses and ports', () => {
     const plan = planHostNetwork(want, parseKernelView([], [{ ifname: 'tap-a', mtu: 1500, flags: [] }]), true);
     assert.deepEqual(plan.create, [
-      `link add name br-prod address ${bridgeMac('br-prod')} mtu 1500 type bridge stp_state 1 forward_delay 1000 mcast_snooping 1 mcast_querier 1 ageing_time 3000`,
+      `link add name br-prod address ${bridgeMac('br-prod')} mtu 1500 type bridge stp_state 1 forward_delay 1000 mcast_snooping 1 mcast_querier 1 ageing_time 3000 mcast_mld_version 2`,
     ]);
+    // Gateways are not addresses (decision 0030): src/network/gateways.ts plans them.
     assert.deepEqual(plan.lines, [
       'link set dev br-prod up',
       'address add 2600:beef:1000::1/64 dev br-prod nodad metric 256',
-      'address add 2600:beef:1000:100::1/64 dev br-prod nodad metric 256',
       'link set dev tap-a master br-prod mtu 1500 up',
     ]);
   });
 
-  it('golden: repairs drift and prunes only stale addresses metald added', () => {
+  it('golden: repairs drift and prunes only stale addresses metald added (gateway addresses of old included)', () => {
     const drifted = {
       ...okBridge,
       mtu: 1400,
@@ -157,20 +160,21 @@ describe('planHostNetwork', () => {
     assert.deepEqual(plan.lines, [
       'link set dev br-prod mtu 1500 type bridge mcast_querier 1',
       'address add 2600:beef:1000::1/64 dev br-prod nodad metric 256',
+      'address del 2600:beef:1000:100::1/64 dev br-prod',
       'address del fd00:dead::1/64 dev br-prod',
       'link set dev tap-a master br-prod mtu 1500 up',
     ]);
     // An ensure (no prune) leaves the stale one for the next reconcile.
     assert.ok(!planHostNetwork(want, view, false).lines.some((l) => l.includes('fd00:dead')));
     const after = addrsAfter(want[0]!, view.bridges.get('br-prod')!.addrs, true);
-    assert.deepEqual([...after.keys()].sort(), [parseIpv6('2600:beef:1000::1'), parseIpv6('2600:beef:1000:100::1'), parseIpv6('fd00:beef::1')].sort());
+    assert.deepEqual([...after.keys()].sort(), ['2600:beef:1000::1', 'fd00:beef::1']);
   });
 
   it('leaves a non-bridge link of the same name and someone else\'s differently sized address alone', () => {
     const clash = planHostNetwork(want, parseKernelView([], [{ ifname: 'br-prod', mtu: 1500, flags: [] }]), true);
     assert.deepEqual(clash.create, []);
     assert.match(clash.problems[0]!, /not a bridge/);
-    const foreign = { ...okBridge, addr_info: [{ family: 'inet6', local: '2600:beef:1000::1', prefixlen: 48, scope: 'global' }, okBridge.addr_info[1]!] };
+    const foreign = { ...okBridge, addr_info: [{ family: 'inet6', local: '2600:beef:1000::1', prefixlen: 48, scope: 'global' }] };
     const plan = planHostNetwork(want, parseKernelView([foreign], okLinks), true);
     assert.deepEqual(plan.lines, []);
     assert.match(plan.warnings[0]!, /not added by metald/);

@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { bridgeMac, desiredHostNetwork, parseKernelView } from '../../src/network/desired.js';
 import {
-  MAX_SHARDS, PRIMARY_VM_PORTS, planShardedHostNetwork, SHARD_VM_PORTS, ShardNaming, VM_PORTS_PER_CONFIGURED_BRIDGE,
+  MAX_SHARDS, pickShard, PRIMARY_VM_PORTS, planShardedHostNetwork, SHARD_FILL, SHARD_VM_PORTS, ShardNaming, VM_PORTS_PER_CONFIGURED_BRIDGE,
+  type ShardState,
 } from '../../src/network/shards.js';
 import { bridge, vmRecord } from '../helpers/hostnet-fixtures.js';
 
 const naming = new ShardNaming('metald');
 const br = bridge('br-prod', { addresses: ['fd00:1::1/64'] });
-const attrs = { stp_state: 0, forward_delay: 1500, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000 };
+const attrs = { stp_state: 0, forward_delay: 1500, mcast_snooping: 1, mcast_querier: 1, ageing_time: 3000, mcast_mld_version: 2 };
 const kBridge = (name: string, a: Record<string, number> = attrs) =>
   ({ ifname: name, ifindex: 1, mtu: 1500, flags: ['UP'], linkinfo: { info_kind: 'bridge', info_data: a }, addr_info: [] });
 const ports = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `t${from + i}`);
@@ -28,7 +29,37 @@ describe('ShardNaming', () => {
     assert.equal(naming.shardIndex('br-prod', naming.names('br-prod', 37).shard), 37);
     assert.equal(naming.shardIndex('br-other', n.shard), undefined);
     assert.ok(!naming.isUplink('mabcdefghijklmn'));
-    assert.equal(VM_PORTS_PER_CONFIGURED_BRIDGE, 896 + 127 * 1022);
+    // The ND port (decision 0030): 9 chars, per instance and bridge, infrastructure like the uplinks.
+    assert.match(naming.ndPort('br-prod'), /^n[a-z2-7]{8}$/);
+    assert.equal(naming.ndPort('br-prod').slice(1), n.shard.slice(1, 9));
+    assert.notEqual(new ShardNaming('blue').ndPort('br-prod'), naming.ndPort('br-prod'));
+    assert.ok(naming.isInfrastructure(naming.ndPort('br-prod')) && naming.isInfrastructure(n.upper));
+    assert.ok(!naming.isInfrastructure(n.shard) && !naming.isInfrastructure('mabcdefghijklmn'));
+    // 1023 ports of the primary: 895 VMs, the ND port, 127 uplinks.
+    assert.equal(PRIMARY_VM_PORTS + 1 + MAX_SHARDS, 1023);
+    assert.equal(VM_PORTS_PER_CONFIGURED_BRIDGE, 895 + 127 * 1022);
+  });
+});
+
+describe('pickShard', () => {
+  const state = (loads: number[]): ShardState => ({
+    names: new Map(loads.map((_, k) => [k, k === 0 ? 'br-prod' : naming.names('br-prod', k).shard])),
+    load: new Map(loads.map((l, k) => [k, l])),
+  });
+
+  it('keeps bridges at SHARD_FILL ports while shards can be made, then fills the least loaded up to capacity', () => {
+    assert.equal(pickShard(state([0])), 0);
+    assert.equal(pickShard(state([SHARD_FILL - 1])), 0);
+    // The primary holds SHARD_FILL: make shard 1 (undefined), although it could take 895.
+    assert.equal(pickShard(state([SHARD_FILL])), undefined);
+    assert.equal(pickShard(state([SHARD_FILL, 3, SHARD_FILL, 0])), 1);
+    const all = Array.from({ length: MAX_SHARDS + 1 }, () => SHARD_FILL);
+    all[5] = SHARD_FILL + 10;
+    all[9] = SHARD_FILL - 1;
+    assert.equal(pickShard(state(all)), 9);
+    all[9] = SHARD_FILL + 20;
+    assert.equal(pickShard(state(all)), 0);
+    assert.equal(pickShard(state(all.map((_, k) => (k === 0 ? PRIMARY_VM_PORTS : SHARD_VM_PORTS)))), undefined);
   });
 });
 
@@ -42,7 +73,7 @@ describe('planShardedHostNetwork', () => {
     const n = naming.names('br-prod', 1);
     const plan = planShardedHostNetwork(want(['new']), view, naming, false);
     assert.deepEqual(plan.create, [
-      `link add name ${n.shard} address ${bridgeMac(n.shard)} mtu 1500 type bridge stp_state 0 forward_delay 1500 mcast_snooping 1 mcast_querier 0 ageing_time 3000`,
+      `link add name ${n.shard} address ${bridgeMac(n.shard)} mtu 1500 type bridge stp_state 0 forward_delay 1500 mcast_snooping 1 mcast_querier 0 ageing_time 3000 mcast_mld_version 2`,
       `link add ${n.upper} mtu 1500 type veth peer name ${n.lower} mtu 1500`,
     ]);
     assert.deepEqual(plan.noIpv6, [n.upper, n.lower, n.shard]);
