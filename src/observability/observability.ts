@@ -73,7 +73,7 @@ export class Observability {
 
   async stop(): Promise<void> {
     clearInterval(this.expiry);
-    this.collector.stop();
+    await this.collector.stop();
     this.session.close();
     await this.metrics.close();
   }
