@@ -197,7 +197,8 @@ export class CounterCollector {
     const t0 = this.now();
     await f();
     const wallMs = this.now() - t0;
-    const cpuMs = ((await this.cpuNs()) - c0) / 1e6;
+    // Never negative (the nft session restarted and its counter with it): a restart gives no credit.
+    const cpuMs = Math.max(0, ((await this.cpuNs()) - c0) / 1e6);
     this.stats.cpuMs += cpuMs;
     return { wallMs, cpuMs };
   }
