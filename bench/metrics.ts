@@ -15,7 +15,7 @@
 //    0026), idle: CPU of metald's process and of the nft session over the
 //    phase (at least 6 s and two full dumps, at most 60 s), as % of one core;
 //    tick lateness (mean and worst). Also the CPU the collector measured
-//    around its reads, which is what its budget (8.5 %) counts.
+//    around its reads, which is what its budget (8 %) counts.
 // 3. The same under attack: one port's ra_guard counter rises every 100 ms
 //    (written by a separate nft, not counted); once a read sees it move, that
 //    reason is on the fast tier. Event lag = how long after its oldest packet

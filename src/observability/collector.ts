@@ -38,7 +38,7 @@ export interface CollectorOptions {
   events: EventRing;
   intervalMs: number;
   /**
-   * Share of one core the reads' measured CPU may use (default 0.085, for a target of 10 %: ticks, the VM map and
+   * Share of one core the reads' measured CPU may use (default 0.08, for a target of 10 %: ticks, the VM map and
    * garbage collected after a read are not measured): 80 % of it for drop counters (half of that for the fast tier
    * while a reason is hot), 20 % for link statistics.
    */
@@ -118,7 +118,7 @@ export class CounterCollector {
       const u = process.cpuUsage();
       return (u.user + u.system) * 1000 + (await opts.session.cpuNs());
     });
-    this.budget = opts.budget ?? 0.085;
+    this.budget = opts.budget ?? 0.08;
     this.stats.fullEveryMs = this.stats.linkEveryMs = opts.intervalMs;
   }
 

@@ -165,7 +165,7 @@ export class Metrics {
       },
     });
     new Counter({
-      name: 'metald_metrics_collection_cpu_seconds_total', help: 'CPU the counter reads used (metald and its nft session), what the collector budgets (8.5 % of a core).', registers: r,
+      name: 'metald_metrics_collection_cpu_seconds_total', help: 'CPU the counter reads used (metald and its nft session), what the collector budgets (8 % of a core).', registers: r,
       collect() {
         this.reset();
         if (c) this.inc(c.stats.cpuMs / 1000);
