@@ -58,7 +58,7 @@ export interface PortOwner {
 export const LINK_STATS = ['rxBytes', 'rxPackets', 'txBytes', 'txPackets'] as const satisfies readonly (keyof LinkCounters)[];
 export type LinkStat = (typeof LINK_STATS)[number];
 
-/** A reason whose counters moved is on the fast tier for this long. */
+/** A reason whose counters moved is on the fast tier for this long (or for two fast-tier periods, if longer). */
 export const HOT_MS = 2000;
 /** The VM map is refreshed this often, and at once when a counter moves for a port it does not know. */
 const VM_REFRESH_MS = 5000;
@@ -99,7 +99,10 @@ export class CounterCollector {
   owners = new Map<string, PortOwner>();
   vms: readonly VmRecord[] = [];
 
-  private readonly hotUntil = new Map<DropReason, number>();
+  /** When each reason's counters last moved (or markHot said so). */
+  private readonly movedAt = new Map<DropReason, number>();
+  /** Spacing of fast reads that the last one's CPU implies (ms): a reason stays hot for at least two of them. */
+  private fastEveryMs = 0;
   /** CPU allowance of each tier (ms): accrues with time at the tier's share of the budget, never above 0; a read spends it. */
   private readonly credit = { full: 0, fast: 0, link: 0 };
   private lastTick: number | undefined;
@@ -152,7 +155,7 @@ export class CounterCollector {
 
   /** A drop seen elsewhere (e.g. an nflog sample): its reason is read on the fast tier from now on. */
   markHot(reason: DropReason): void {
-    this.hotUntil.set(reason, this.now() + HOT_MS);
+    this.movedAt.set(reason, this.now());
   }
 
   /** One collection pass (the timer calls it; tests and the bench may too). */
@@ -160,7 +163,9 @@ export class CounterCollector {
     const t = this.now();
     this.stats.ticks++;
     if (t - this.vmsAt >= VM_REFRESH_MS) await this.refreshVms(t);
-    const hot = DROP_REASONS.filter((r) => (this.hotUntil.get(r) ?? -Infinity) > t);
+    // Hot long enough for the fast tier to read the reason again (at 10k ports that can take more than 2 s).
+    const hotMs = Math.max(HOT_MS, 2 * this.fastEveryMs);
+    const hot = DROP_REASONS.filter((r) => (this.movedAt.get(r) ?? -Infinity) + hotMs > t);
     // Shares of the budget: 20 % links, 80 % drop counters (half of it for the fast tier while a reason is hot).
     // The fast tier's allowance also accrues while nothing is hot, but only to pay off its last reads: a new
     // attack is read at once. A tier reads when it owes nothing, then owes the read's measured CPU, so over
@@ -181,6 +186,7 @@ export class CounterCollector {
       const { cpuMs } = await this.measured(() => this.readDrops(hot));
       this.credit.fast -= cpuMs;
       this.stats.fastDumps++;
+      this.fastEveryMs = every(cpuMs, share.fast);
     }
     if (this.credit.link >= 0) {
       const { wallMs, cpuMs } = await this.measured(() => this.readLinks());
@@ -258,7 +264,7 @@ export class CounterCollector {
   /** Moved counters: the reason becomes hot, and each port's delta is an event. */
   private async report(reason: DropReason, found: readonly Found[]): Promise<void> {
     if (found.length === 0) return;
-    this.hotUntil.set(reason, this.now() + HOT_MS);
+    this.movedAt.set(reason, this.now());
     // A port created since the last refresh: learn its VM before attributing the event.
     if (found.some((f) => !this.owners.has(f.port))) await this.refreshVms(this.now());
     for (const f of found) {

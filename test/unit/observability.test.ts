@@ -302,3 +302,22 @@ test('observe: partial reads retire nothing; a complete listing retires what it 
   assert.equal(c.observe('c', 4, 2), 4, 'a key first seen after the baseline counts from 0');
   assert.equal(c.sum(), 8 + 9 + 4);
 });
+
+test('a reason stays hot until the fast tier can read it again, however long that takes', async () => {
+  // One set costs 100 ms of CPU: the fast tier (4 % of a core here) reads it every 2.5 s, longer than HOT_MS.
+  const s = setup([vmA], 100);
+  s.k.kernel.set('d_ra_guard', new Map([['pa', 0]]));
+  await s.collector.tick();
+  s.collector.markHot('ra_guard');
+  s.k.kernel.set('d_ra_guard', new Map([['pa', 3]]));
+  s.clock.t = 1000;
+  s.k.reads.length = 0;
+  await s.collector.tick();
+  assert.deepEqual(s.k.reads, ['d_ra_guard']);
+  s.k.kernel.set('d_ra_guard', new Map([['pa', 9]]));
+  s.k.reads.length = 0;
+  s.clock.t = 3700;
+  await s.collector.tick();
+  assert.deepEqual(s.k.reads, ['d_ra_guard'], 'still hot 2.6 s later: read again');
+  assert.deepEqual(s.events.query({ limit: 10 }).events.map((e) => e.count), [3, 6]);
+});
