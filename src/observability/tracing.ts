@@ -3,7 +3,7 @@ import { logs } from '@opentelemetry/api-logs';
 import { setTracingActive } from './spans.js';
 
 // OpenTelemetry tracing (`otel:` in the config): the NodeSDK with an
-// OTLP/HTTP exporter (JSON encoding, decision 0028), sampled by
+// OTLP/HTTP exporter (JSON encoding, decision 0030), sampled by
 // `sampling_rate` at the root and by the caller's decision when a request
 // carries trace context, exporting in batches. Loaded only when enabled (the
 // SDK is many modules metald does not need otherwise). Traces only: no
