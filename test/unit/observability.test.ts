@@ -216,45 +216,47 @@ test('above the label limit the metrics are sums without VM labels, and a delete
 });
 
 test('a dump that does not fit the budget is spaced out; reasons that moved stay on the fast tier', async () => {
-  // 8 sets at 2 ms of CPU each = 16 ms per full dump: with 8 % of a core for it, one full dump per 200 ms.
+  // One set per reason at 2 ms of CPU each; with 8 % of a core for full dumps, one every `every` ms.
+  const full = 2 * DROP_REASONS.length;
+  const every = full / 0.08;
   const s = setup([vmA, vmB], 2);
   s.k.kernel.set('d_nd_spoof', new Map([['pa', 0], ['pb', 0]]));
   await s.collector.tick();
-  assert.equal(Math.round(s.collector.stats.fullEveryMs), 200);
+  assert.equal(Math.round(s.collector.stats.fullEveryMs), every);
   s.k.reads.length = 0;
   s.clock.t = 100;
   await s.collector.tick();
   assert.deepEqual(s.k.reads, [], 'nothing moved: no dump before the next full one');
-  s.clock.t = 210;
+  s.clock.t = every + 10;
   s.k.kernel.set('d_nd_spoof', new Map([['pa', 3], ['pb', 0]]));
   await s.collector.tick();
-  assert.equal(s.k.reads.length, 8);
+  assert.equal(s.k.reads.length, DROP_REASONS.length);
   s.k.reads.length = 0;
-  s.clock.t = 310;
+  s.clock.t = every + 110;
   s.k.kernel.set('d_nd_spoof', new Map([['pa', 5], ['pb', 0]]));
   await s.collector.tick();
   assert.deepEqual(s.k.reads, ['d_nd_spoof'], 'the moved reason is read on the fast tier');
   assert.deepEqual(s.events.query({ limit: 10 }).events.map((e) => e.count), [3, 2], 'each packet counted once');
-  assert.equal(Math.round(s.collector.stats.fullEveryMs), 200, 'that full dump ran before the reason was hot');
+  assert.equal(Math.round(s.collector.stats.fullEveryMs), every, 'that full dump ran before the reason was hot');
   // The fast read cost 2 ms, within 4 % of a core at one read per interval: the next one is one interval later.
   s.k.reads.length = 0;
-  s.clock.t = 350;
+  s.clock.t = every + 150;
   await s.collector.tick();
   assert.deepEqual(s.k.reads, []);
-  s.clock.t = 410;
+  s.clock.t = every + 210;
   s.k.kernel.set('d_nd_spoof', new Map([['pa', 9], ['pb', 0]]));
   await s.collector.tick();
-  assert.deepEqual(s.k.reads, ['d_nd_spoof'], 'the fast tier again; the full dump repays its 16 ms at half the rate now');
+  assert.deepEqual(s.k.reads, ['d_nd_spoof'], 'the fast tier again; the full dump repays its CPU at half the rate now');
   assert.deepEqual(s.events.query({ limit: 10 }).events.map((e) => e.count), [3, 2, 4]);
-  for (const t of [510, 610]) {
+  for (const t of [310, 410, 510, 610]) {
     s.k.reads.length = 0;
-    s.clock.t = t;
+    s.clock.t = every + t;
     await s.collector.tick();
   }
-  assert.equal(s.k.reads.length, 8, 'the next full dump, 400 ms after the last');
-  assert.equal(Math.round(s.collector.stats.fullEveryMs), 400, 'while a reason is hot the full dump has half the share');
+  assert.equal(s.k.reads.length, DROP_REASONS.length, 'the next full dump, twice as far from the last');
+  assert.equal(Math.round(s.collector.stats.fullEveryMs), 2 * every, 'while a reason is hot the full dump has half the share');
   assert.equal(s.collector.drops.get('nd_spoof')!.total('pa'), 9, 'the total equals the kernel counter');
-  assert.ok(s.collector.stats.cpuMs <= 0.1 * 610 + 16, 'within the budget plus one read');
+  assert.ok(s.collector.stats.cpuMs <= 0.1 * (every + 610) + full, 'within the budget plus one read');
 });
 
 test('markHot puts a reason on the fast tier before its counters are seen to move', async () => {
