@@ -27,7 +27,7 @@ export function registerPoolService(
   };
   const wrap = <Req, Res>(method: string, fn: (req: Req, p: Principal) => Promise<Res>) =>
     (req: Req, ctx: HandlerContext): Promise<Res> =>
-      envelope.run(method, ctx.requestHeader.get('authorization'), (p) => fn(req, p));
+      envelope.run(method, ctx.requestHeader.get('authorization'), (p) => fn(req, p), ctx.requestHeader);
   const visible = (p: Principal, pool: PoolSpec) =>
     p.kind === 'admin' || pool.tenants.length === 0 || pool.tenants.includes(p.tenantId);
   const admin = (p: Principal, what: string) => {

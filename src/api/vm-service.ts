@@ -19,7 +19,7 @@ export function registerVmService(router: ConnectRouter, manager: VmManager, env
   const reads = new VmReads(manager);
   const wrap = <Req, Res>(method: string, fn: (req: Req, p: Principal) => Promise<Res>) =>
     (req: Req, ctx: HandlerContext): Promise<Res> =>
-      envelope.run(method, ctx.requestHeader.get('authorization'), (p) => fn(req, p));
+      envelope.run(method, ctx.requestHeader.get('authorization'), (p) => fn(req, p), ctx.requestHeader);
 
   router.service(VmService, {
     createVm: wrap('CreateVm', async (req, p) => {

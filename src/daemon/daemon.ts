@@ -34,6 +34,8 @@ import { securityEventsRoute } from '../events/events-route.js';
 import { tapSecurityLog } from '../events/log-tap.js';
 import { Observability } from '../observability/observability.js';
 import { SecurityOps } from './security-ops.js';
+import { traced } from '../observability/spans.js';
+import { Tracing } from '../observability/tracing.js';
 import type { Store } from '../store/store.js';
 
 // Wires the adapters to the core. Nothing here decides policy: it builds
@@ -62,6 +64,7 @@ export class Daemon {
     private readonly log: Logger,
     readonly observability: Observability,
     readonly security: SecurityOps,
+    private readonly tracing: Tracing,
   ) {}
 
   static async start(cfg: MetaldConfig, opts: DaemonOptions): Promise<Daemon> {
@@ -71,6 +74,8 @@ export class Daemon {
     const auth = buildAuth(cfg, log, events);
     const backend = buildBackend(cfg, log);
     const store = SqliteStore.open(cfg.data_dir);
+    // Before anything is built: the network plane is wrapped in spans only when tracing is on.
+    const tracing = await Tracing.start({ enabled: cfg.otel.enabled, samplingRate: cfg.otel.sampling_rate, endpoint: cfg.otel.endpoint, instance: cfg.instance_name }, log);
     try {
       await backend.start();
       // Same checks as `metald doctor`: the data-plane namespace (which backend.start
@@ -127,12 +132,13 @@ export class Daemon {
       const address = await api.listen();
       security.start();
       await obs.start();
-      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log, obs, security);
+      const d = new Daemon(cfg, store, backend, manager, reconciler, network, api, address, log, obs, security, tracing);
       d.schedule(opts.reconcileIntervalMs ?? 10_000);
       log.info({ address, backend: backend.name, data_dir: cfg.data_dir, tls: !!cfg.tls }, 'metald serving');
       return d;
     } catch (err) {
       await store.close();
+      await tracing.shutdown();
       throw err;
     }
   }
@@ -160,6 +166,8 @@ export class Daemon {
     if (this.network instanceof RadvdPlane || this.network instanceof FirewallPlane) await this.network.release();
     await this.backend.stop();
     await this.store.close();
+    // Last: flushes the spans of everything above.
+    await this.tracing.shutdown();
   }
 }
 
@@ -191,14 +199,17 @@ function buildNetworkPlane(cfg: MetaldConfig, log: Logger): NetworkPlane {
   const inner = routed.length === 0 ? plane : new AttachmentSplitPlane(plane,
     new RoutedNetworkPlane({ netns, log, attachments: routed.map((b) => ({ name: b.name, mtu: b.mtu })) }), routed.map((b) => b.name));
   const r = radvdSettings(cfg);
-  const radvd = new RadvdPlane(inner, supervisor, r.bridges, r.options, log);
+  // With tracing on, spans network.* (ports, addresses, radvd) inside firewall.* (guards first, then the inner plane).
+  const radvd = traced(new RadvdPlane(inner, supervisor, r.bridges, r.options, log), 'network', PLANE_STEPS);
   if (!cfg.ipv6.security.enable_firewall_integration) return radvd;
   // Routed NICs are not bridge ports: their guards live in an ip6 table (decision 0017).
   // One tenant numbering for both: a packet marked by one table is judged by the other (decision 0027).
   const tenants = new TenantIndex();
   const guarded = routed.length === 0 ? radvd : new FirewallPlane(radvd, { ...routedFirewallOptions(cfg), log, tenants });
-  return new FirewallPlane(guarded, { ...firewallOptions(cfg), log, tenants, trustedPorts: () => plane.possibleUplinkPorts() });
+  return traced(new FirewallPlane(guarded, { ...firewallOptions(cfg), log, tenants, trustedPorts: () => plane.possibleUplinkPorts() }), 'firewall', PLANE_STEPS);
 }
+
+const PLANE_STEPS = ['ensureVm', 'removeVm', 'applyIsolation'] as const;
 
 function buildAuth(cfg: MetaldConfig, log: Logger, events: EventRing): Authenticator {
   if (cfg.auth.mode === 'none') {

@@ -16,6 +16,7 @@ import { guestNetworkDocument, type GuestDns } from '../core/guest/network-confi
 import type { Ipam } from '../core/ipam/allocator.js';
 import type { BridgeSubnet } from '../core/ipam/types.js';
 import type { Mutation } from '../store/store.js';
+import { annotate, inSpan, inSpanSync } from '../observability/spans.js';
 
 /** Not a valid VM id, so it can never collide with one. */
 const CAPACITY_KEY = '#capacity';
@@ -95,12 +96,16 @@ export class VmManager {
 
   /** create(), and what the caller should be told about the accepted request (rule lists that do less than they say). */
   async createWithWarnings(principal: Principal, requestedId: string, config: VmConfig | undefined): Promise<{ vm: VmRecord; warnings: string[] }> {
-    const id = requestedId ? validateVmId(requestedId) : generateVmId();
-    if (principal.kind === 'tenant' && config && config.tenantId === '') config.tenantId = principal.tenantId;
-    const plan = planCreate(config, this.opts.validation);
-    if (principal.kind === 'tenant' && plan.tenantId !== principal.tenantId) {
-      throw new MetaldError('permission_denied', `tenant ${principal.tenantId} may not create VMs for tenant ${plan.tenantId}`, 'config.tenant_id');
-    }
+    const { id, plan } = inSpanSync('validate', {}, () => {
+      const id = requestedId ? validateVmId(requestedId) : generateVmId();
+      if (principal.kind === 'tenant' && config && config.tenantId === '') config.tenantId = principal.tenantId;
+      const plan = planCreate(config, this.opts.validation);
+      if (principal.kind === 'tenant' && plan.tenantId !== principal.tenantId) {
+        throw new MetaldError('permission_denied', `tenant ${principal.tenantId} may not create VMs for tenant ${plan.tenantId}`, 'config.tenant_id');
+      }
+      return { id, plan };
+    });
+    annotate({ vm_id: id, tenant_id: plan.tenantId });
     const vm = await this.lock.run(id, async () => {
       if (await this.store.getVm(id)) throw new MetaldError('already_exists', `VM ${id} already exists`, 'vm_id');
       return this.createLocked(id, plan, config!);
@@ -132,7 +137,7 @@ export class VmManager {
     // on is found and rolled back by recovery. Capacity check, address
     // allocation and insert are one critical section across all VMs so
     // concurrent creates can overshoot neither max_vms nor a pool.
-    await this.lock.run(CAPACITY_KEY, async () => {
+    await inSpan('ipam.allocate', { vm_id: id, nic_count: plan.nics.length }, () => this.lock.run(CAPACITY_KEY, async () => {
       const count = await this.store.countVms();
       if (count >= this.opts.maxVms) {
         throw resourceExhausted(`max_vms (${this.opts.maxVms}) reached`, { limit: this.opts.maxVms });
@@ -172,16 +177,17 @@ export class VmManager {
         for (const n of vm.nics) this.usedHostDevices.delete(n.hostDevice);
         throw err;
       }
-    });
+      annotate({ ipv6_addresses: vm.nics.map((n) => n.ipv6Address).filter(Boolean) });
+    }));
     let handle: BackendHandle | undefined;
     try {
-      handle = await this.backend.create(this.specOf(vm));
+      handle = await inSpan('backend.create', { vm_id: id, backend: this.backend.name }, () => this.backend.create(this.specOf(vm)));
       await this.network.ensureVm(vm);
       vm = await this.write(vm, { state: 'created', backendState: handle });
       this.log.info({ vm_id: id, tenant_id: vm.tenantId }, 'vm created');
       return vm;
     } catch (err) {
-      await this.rollbackCreate(vm, handle).catch((e) =>
+      await inSpan('rollback', { vm_id: id }, () => this.rollbackCreate(vm, handle)).catch((e) =>
         this.log.error({ vm_id: id, err: String(e) }, 'rollback of failed create incomplete; recovery will retry'),
       );
       throw err;
@@ -306,7 +312,7 @@ export class VmManager {
   boot(p: Principal, id: string) {
     return this.step(p, id, 'boot', async (vm) => {
       vm = await this.write(vm, { state: 'booting', failureReason: '' });
-      const handle = await this.failOnError(vm, () => this.backend.boot(this.specOf(vm), vm.backendState));
+      const handle = await this.failOnError(vm, 'boot', () => this.backend.boot(this.specOf(vm), vm.backendState));
       return this.write(vm, { state: 'running', backendState: handle });
     });
   }
@@ -315,25 +321,25 @@ export class VmManager {
     return this.step(p, id, 'shutdown', async (vm) => {
       vm = await this.write(vm, { state: 'shutting_down' });
       const t = timeoutMs || this.opts.defaultShutdownTimeoutMs;
-      const handle = await this.failOnError(vm, () => this.backend.shutdown(vm.backendState, { force, timeoutMs: t }));
+      const handle = await this.failOnError(vm, 'shutdown', () => this.backend.shutdown(vm.backendState, { force, timeoutMs: t }));
       return this.write(vm, { state: 'shutdown', backendState: handle });
     });
   }
 
   pause(p: Principal, id: string) {
     return this.step(p, id, 'pause', async (vm) =>
-      this.write(vm, { state: 'paused', backendState: await this.backend.pause(vm.backendState) }));
+      this.write(vm, { state: 'paused', backendState: await this.backendStep(vm, 'pause', () => this.backend.pause(vm.backendState)) }));
   }
 
   resume(p: Principal, id: string) {
     return this.step(p, id, 'resume', async (vm) =>
-      this.write(vm, { state: 'running', backendState: await this.backend.resume(vm.backendState) }));
+      this.write(vm, { state: 'running', backendState: await this.backendStep(vm, 'resume', () => this.backend.resume(vm.backendState)) }));
   }
 
   reboot(p: Principal, id: string, force: boolean) {
     return this.step(p, id, 'reboot', async (vm) => {
       vm = await this.write(vm, { state: 'booting' });
-      const handle = await this.failOnError(vm, () =>
+      const handle = await this.failOnError(vm, 'reboot', () =>
         this.backend.reboot(this.specOf(vm), vm.backendState, { force, timeoutMs: this.opts.defaultShutdownTimeoutMs }));
       return this.write(vm, { state: 'running', backendState: handle });
     });
@@ -350,17 +356,17 @@ export class VmManager {
   /** Used by delete and by recovery of an interrupted delete. */
   async finishDelete(vm: VmRecord): Promise<void> {
     await this.network.removeVm(vm);
-    await this.backend.delete(vm.id, vm.backendState);
+    await this.backendStep(vm, 'delete', () => this.backend.delete(vm.id, vm.backendState));
     // Addresses enter quarantine in the same commit that removes the VM.
     const ipam = this.opts.ipam;
-    await this.lock.run(CAPACITY_KEY, async () => {
+    await inSpan('ipam.release', { vm_id: vm.id }, () => this.lock.run(CAPACITY_KEY, async () => {
       const now = this.now();
       const released = (ipam?.ofVm(vm.id) ?? []).filter((a) => !a.releasedAt).map((a) => ipam!.release(a.key, now));
       await this.commitAllocations([
         { op: 'deleteVm', id: vm.id },
         ...released.map((allocation): Mutation => ({ op: 'putAllocation', allocation, create: false })),
       ]);
-    });
+    }));
     this.countPorts(vm, -1);
     for (const n of vm.nics) {
       this.usedHostDevices.delete(n.hostDevice);
@@ -402,17 +408,24 @@ export class VmManager {
 
   private step(p: Principal, id: string, op: VmOperation, fn: (vm: VmRecord) => Promise<VmRecord>): Promise<VmRecord> {
     validateVmId(id);
+    annotate({ vm_id: id });
     return this.lock.run(id, async () => {
       const vm = await this.get(p, id);
+      annotate({ tenant_id: vm.tenantId });
       assertOperation(id, op, vm.state);
       return fn(vm);
     });
   }
 
+  /** A call to the backend, in its own span. */
+  private backendStep<T>(vm: VmRecord, op: string, fn: () => Promise<T>): Promise<T> {
+    return inSpan(`backend.${op}`, { vm_id: vm.id, backend: this.backend.name }, fn);
+  }
+
   /** Runs a backend step; a failure leaves the VM FAILED with the reason, then rethrows. */
-  private async failOnError<T>(vm: VmRecord, fn: () => Promise<T>): Promise<T> {
+  private async failOnError<T>(vm: VmRecord, op: string, fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await this.backendStep(vm, op, fn);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await this.write(vm, { state: 'failed', failureReason: reason.slice(0, 2000) });

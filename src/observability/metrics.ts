@@ -164,6 +164,13 @@ export class Metrics {
         if (c) this.inc(c.stats.failures);
       },
     });
+    new Counter({
+      name: 'metald_metrics_collection_cpu_seconds_total', help: 'CPU the counter reads used (metald and its nft session), what the collector budgets (8 % of a core).', registers: r,
+      collect() {
+        this.reset();
+        if (c) this.inc(c.stats.cpuMs / 1000);
+      },
+    });
     new Gauge({
       name: 'metald_metrics_dump_period_seconds', help: 'Current spacing of full drop-counter dumps and link reads (the interval, or longer when the CPU budget stretches it).',
       labelNames: ['kind'], registers: r,
