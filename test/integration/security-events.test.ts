@@ -146,9 +146,9 @@ describe('guard drops become security events and metrics equal to the kernel cou
     await admin.unisolateVm({ vmId: v1.id });
     const types = (await events(`vm_id=${v1.id}&type=vm_isolated,vm_unisolated`)).body.events.map((e) => `${e.type}:${e.tenant_id}`);
     assert.deepEqual(types, ['vm_isolated:tenant-a', 'vm_unisolated:tenant-a']);
-    await waitUntil('VMs by state', async () => (await metric('metald_vms', { state: 'running' })) === 2, 3000);
+    await waitUntil('VMs by state', async () => (await metric('metald_vms', { state: 'running' })) === 2, 10_000);
     assert.equal(await metric('metald_ip_pool_used', { pool: 'test' }), 2);
     assert.ok((await metric('metald_rpc_duration_seconds_count', { method: 'IsolateVm', code: 'ok' })) >= 1);
-    await waitUntil('per-VM packets from link statistics', async () => (await metric('metald_vm_network_packets_total', { direction: 'tx', vm_id: v1.id })) > 0, 3000);
+    await waitUntil('per-VM packets from link statistics', async () => (await metric('metald_vm_network_packets_total', { direction: 'tx', vm_id: v1.id })) > 0, 10_000);
   });
 });
