@@ -137,11 +137,16 @@ const FAST_OUT_FLOW = (p: 'tcp' | 'udp') =>
 /** Fast delivery: from a VM of the receiver's own tenant and VLAN, or from what is not a VM (mark 0). */
 const FAST_OUT = `meta l4proto != ipv6-icmp meta mark & ${SEGMENT} . oifname @rx_zone`;
 const FAST_OUT_HOST = 'meta l4proto != ipv6-icmp meta mark 0 oifname @rx_fast';
+// Bridge ports: `ether type ip6` read from the frame, not the dependency nft adds for `ip6 daddr`
+// (`meta protocol`): the kernel moves a VLAN tag into skb metadata before the bridge, so a tagged
+// frame has protocol ip6 and took the fast paths past the vlan_tag guard (attack udp-vlan);
+// `ether type` sees the tag.
+const bridgeOnly = (rule: string) => `ether type ip6 ${rule}`;
 
 /** Bridge ports: prerouting (from the port), forward (from other ports), output (from the host). */
 function bridgeHooks(): string[][] {
   return [
-    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
+    ['prerouting', 'type filter hook prerouting priority -200; policy accept;', ...[FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp')].map(bridgeOnly), 'iifname @vm_ports jump vm_in'],
     // What a VM receives is guarded where it is sent to the port: `forward` for frames from other
     // ports, `output` for the host's own (radvd's RAs); no postrouting hook, one hook less per frame.
     // Fast path: non-ICMP from a known port to a port that is not isolated.

@@ -120,6 +120,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       ['ra-fragmented', false, 'ra_guard'],
       ['ra-vlan', false, 'vlan_tag'],
       ['ra-qinq', false, 'vlan_tag'],
+      ['udp-vlan', false, 'vlan_tag'],
       ['spoof-random', false, 'source_guard'],
       ['spoof-neighbour', false, 'source_guard'],
       ['spoof-other-tenant', false, 'source_guard'],

@@ -40,6 +40,8 @@ def frames(name, fl, mac, ip, vmac, vip, gw):
         return [em / f for f in fragment6(pkt, 80)]
     if name == "ra-vlan": return [Ether(src=mac, dst=ALL) / Dot1Q(vlan=5) / six(src=ll, dst="ff02::1", hlim=255) / ra]
     if name == "ra-qinq": return [Ether(src=mac, dst=ALL) / Dot1AD(vlan=7) / six(src=ll, dst="ff02::1", hlim=255) / ra]
+    if name == "udp-vlan":  # own MAC and address, tagged: the fast path must not take it
+        return [e / Dot1Q(vlan=5) / six() / UDP(sport=40000, dport=9) / Raw(b"tagged")]
     if name == "spoof-random": return [e / six(src="fd00:77::99") / echo]
     if name == "spoof-neighbour": return [e / six(src=vip) / echo]
     if name == "spoof-other-tenant": return [e / six(src=sys.argv[9]) / echo]
