@@ -29,12 +29,9 @@ const inNs = (ns: string, args: string[]) => sh('ip', ['netns', 'exec', ns, ...a
 interface Vm { id: string; tenant: string; ns: string; dev: string; mac: string; ip: string }
 interface Ev { seq: number; type: string; severity: string; vm_id: string; tenant_id: string; nic: string; port: string; reason: string; count: number; packet?: { src?: string; src_mac?: string; icmp_type?: number; dport?: number }; detail?: string }
 
-/** The guide's incident-response.sh, exactly as the guide prints it. */
+/** The guide's incident-response.sh, exactly as the guide prints it (test/unit/config.test.ts checks the copy). */
 function guideIncidentScript(): string {
-  const guide = readFileSync(path.join(REPO, '../shared/seed/ipv6-deployment-guide.md'), 'utf8');
-  const m = /incident-response\.sh << 'EOF'\n([\s\S]*?)\nEOF\n/.exec(guide);
-  if (!m) throw new Error('incident script not found in the guide');
-  return `${m[1]}\n`;
+  return readFileSync(path.join(REPO, 'test/fixtures/guide-incident-response.sh'), 'utf8');
 }
 
 /** A Unix datagram receiver (Node has none): one JSON string per datagram on stdout. */

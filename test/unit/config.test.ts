@@ -66,6 +66,8 @@ test('fixtures are the guide text, byte for byte', { skip: !existsSync(GUIDE) &&
   for (const name of ['guide-section1.yaml', 'guide-section2.yaml']) {
     assert.ok(guide.includes('```yaml\n' + readFileSync(fixture(name), 'utf8') + '```'), name);
   }
+  // The incident script the security-ops test runs unchanged.
+  assert.ok(guide.includes(`incident-response.sh << 'EOF'\n${readFileSync(join(root, 'test/fixtures/guide-incident-response.sh'), 'utf8')}EOF\n`));
 });
 
 test('quickstart: embedded default equals config/quickstart.yaml and loads', () => {
