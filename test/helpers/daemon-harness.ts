@@ -16,7 +16,7 @@ import { createClient, type Client, type Interceptor } from '@connectrpc/connect
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { stringify } from 'yaml';
 import { PoolService } from '../../src/gen/vmprovisioner/v1/pool_pb.js';
-import { VmService } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
+import { VmService, VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
 import { run } from '../../src/kernel/exec.js';
 import { ipJson, netnsDelete, netnsList, netnsPids } from '../../src/kernel/netns.js';
 
@@ -317,4 +317,14 @@ export async function leftovers(env: Env): Promise<string[]> {
   const ns = (await netnsList()).filter((n) => n.startsWith(env.inst) || n === env.dp);
   const procs = (await taggedGuests(env)).map((p) => `pid ${p}`);
   return [...ns, ...procs];
+}
+
+/** A sandbox VM with one NIC at `ip`/64, created and booted through the API, as the guard tests use it. */
+export async function bootedVm(env: Env, s: { id: string; token: string; tenant: string; ip: string }): Promise<{ id: string; tenant: string; ns: string; dev: string; mac: string; ip: string }> {
+  const c = client(env, s.token);
+  const res = await c.createVm({ vmId: s.id, config: { tenantId: s.tenant, network: [{ id: 'eth0', ipv6: { address: `${s.ip}/64` } }] } });
+  const booted = await c.bootVm({ vmId: s.id });
+  if (booted.state !== VmState.RUNNING) throw new Error(`${s.id} did not boot: state ${booted.state}`);
+  const nic = res.vm!.networkStatus[0]!;
+  return { id: s.id, tenant: s.tenant, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip };
 }

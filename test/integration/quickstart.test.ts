@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { bridgeMac } from '../../src/network/desired.js';
+import { freePort } from '../helpers/daemon-harness.js';
 
 // The README's first command ends in `metald quickstart`: it must start on the
 // embedded config and print a curl call that works as printed.
@@ -34,14 +34,6 @@ after(() => {
     if (d.startsWith(`${instance}-`)) rmSync(`/etc/netns/${d}`, { recursive: true, force: true });
   }
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 it('quickstart serves the embedded config and its printed curl call works', async () => {
   const port = await freePort();

@@ -10,11 +10,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
 import { nftList } from '../../src/kernel/nft.js';
-import {
-  baseConfig, cleanupEnv, client, freePort, leftovers, newEnv, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig,
-} from '../helpers/daemon-harness.js';
+import { baseConfig, cleanupEnv, client, freePort, leftovers, newEnv, startDaemon, TOKENS, waitUntil, writeConfig, bootedVm } from '../helpers/daemon-harness.js';
 
 const PY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guards', 'packets.py');
 const sh = promisify(execFile);
@@ -61,11 +58,7 @@ describe('guard drops become security events and metrics equal to the kernel cou
     }));
     await startDaemon(env);
     for (const s of [{ id: 'e1', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::21' }, { id: 'e2', token: TOKENS.b, tenant: 'tenant-b', ip: 'fd00:77::22' }]) {
-      const c = client(env, s.token);
-      const res = await c.createVm({ vmId: s.id, config: { tenantId: s.tenant, network: [{ id: 'eth0', ipv6: { address: `${s.ip}/64` } }] } });
-      assert.equal((await c.bootVm({ vmId: s.id })).state, VmState.RUNNING);
-      const nic = res.vm!.networkStatus[0]!;
-      vms.push({ id: s.id, tenant: s.tenant, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip });
+      vms.push(await bootedVm(env, s));
     }
   });
 

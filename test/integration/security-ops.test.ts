@@ -17,10 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
-import {
-  baseConfig, cleanupEnv, client, leftovers, newEnv, REPO, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Daemon,
-} from '../helpers/daemon-harness.js';
+import { baseConfig, cleanupEnv, client, leftovers, newEnv, REPO, startDaemon, TOKENS, waitUntil, writeConfig, type Daemon, bootedVm } from '../helpers/daemon-harness.js';
 
 const PY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guards', 'packets.py');
 const sh = promisify(execFile);
@@ -125,11 +122,7 @@ describe('security operations: nflog events, SSE, syslog, incident response', { 
     }));
     daemon = await startDaemon(env);
     for (const s of [{ id: 'e1', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::21' }, { id: 'e2', token: TOKENS.b, tenant: 'tenant-b', ip: 'fd00:77::22' }]) {
-      const c = client(env, s.token);
-      const res = await c.createVm({ vmId: s.id, config: { tenantId: s.tenant, network: [{ id: 'eth0', ipv6: { address: `${s.ip}/64` } }] } });
-      assert.equal((await c.bootVm({ vmId: s.id })).state, VmState.RUNNING);
-      const nic = res.vm!.networkStatus[0]!;
-      vms.push({ id: s.id, tenant: s.tenant, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip });
+      vms.push(await bootedVm(env, s));
     }
     // metald's nflog reader has bound the groups once its start-up line is logged.
     await waitUntil('the nflog readers', async () => daemon!.logs().filter((l) => l['msg'] === 'reading nflog groups').length === 2, 10_000);

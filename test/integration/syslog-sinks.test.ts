@@ -13,20 +13,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { LocalSyslog } from '../../src/events/syslog/local-syslog.js';
 import { RemoteSyslog } from '../../src/events/syslog/remote-syslog.js';
-import { waitUntil } from '../helpers/daemon-harness.js';
+import { freePort, waitUntil } from '../helpers/daemon-harness.js';
 
 const quiet = { warn: () => {}, info: () => {} };
 
-async function freeTcpPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 test('TCP collector down: messages wait in the bounded buffer (oldest dropped), then arrive octet-counted in order', async (t) => {
-  const port = await freeTcpPort();
+  const port = await freePort();
   const sink = new RemoteSyslog({ host: '127.0.0.1', port, protocol: 'tcp', maxBuffered: 3, log: quiet });
   t.after(() => sink.stop());
   for (const m of ['m1', 'm2', 'm3', 'm4', 'm5 with ünïcode']) sink.send(m);
