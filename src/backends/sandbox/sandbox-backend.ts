@@ -217,7 +217,8 @@ export class SandboxBackend implements VmBackend {
     const joined = await waitFor(async () => {
       if (!(await liveGuest(booted))) throw new Error(`guest of ${spec.id} exited during boot`);
       return await sameFile(`/proc/${pid}/ns/net`, `/run/netns/${h.netns}`)
-        && await readFile(`/proc/${pid}/cmdline`, 'utf8').then((c) => c !== ipCmdline, () => false);
+        // An exited (zombie) process reads an empty cmdline: that is not an exec.
+        && await readFile(`/proc/${pid}/cmdline`, 'utf8').then((c) => c !== '' && c !== ipCmdline, () => false);
     }, BOOT_CHECK_MS).catch((err: unknown) => err);
     if (joined === true) {
       // Ready like a guest that reports ready: its static addresses have
