@@ -271,6 +271,18 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
     await nftApply(c.dp, text);
   };
 
+  // Kernel memory the loaded table holds (vmalloc'd hash buckets and slab elements), system-wide, so
+  // approximate: fixed-size sets once took 486 MB here before the first VM (decision 0017).
+  const kernelKiB = async () => {
+    const m = await readFile('/proc/meminfo', 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(m)?.[1] ?? NaN);
+    return kb('VmallocUsed') + kb('Slab');
+  };
+  const before = await kernelKiB();
+  await nftApply(c.dp, text);
+  console.log(`kernel memory of the ${PPS_VMS}-VM guard table: ~${((await kernelKiB() - before) / 1024).toFixed(0)} MiB (vmalloc + slab)`);
+  await nftDeleteTable(c.dp, 'bridge', c.table);
+
   const server = spawn('nsenter', [`--net=/run/netns/${B.ns}`, '--', 'iperf3', '-s', '-B', B.addr], { stdio: 'ignore' });
   server.on('error', () => {});
   children.push(server);

@@ -1,9 +1,9 @@
-import { classSet, DROP_REASONS, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, OUT_REASONS, PORT_SET_SIZE, ADDR_SET_SIZE, rateBurst, type DropReason } from './guard-names.js';
+import { classSet, DROP_REASONS, GC_INTERVAL, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, OUT_REASONS, PORT_CAP, rateBurst, type DropReason } from './guard-names.js';
 import { mergeElements, type ClassIds } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 import { ADMISSION_MASK, ADMISSION_SETS, hexMark, MASK, type AdmissionSet } from '../core/policy/zones.js';
 import { ESSENTIAL_ICMPV6, FLOW_SETS, PORT_ZONE_MAP, RX_FLOW_SETS, type CompiledClass } from '../core/policy/compile.js';
-import { CLASS_VMAP, classElement, DISPATCH_RULE, FLOW_SET_SIZE, FLOW_TIMEOUT, REPLY_RULES } from '../core/policy/plan.js';
+import { CLASS_VMAP, classElement, DISPATCH_RULE, FLOW_GC_INTERVAL, FLOW_SET_SIZE, FLOW_TIMEOUT, REPLY_RULES } from '../core/policy/plan.js';
 
 // PURE: the bridge-family table that guards every VM port (docs/decisions/0017).
 // Its chains and rules never name a VM. Everything per port lives in set
@@ -44,30 +44,30 @@ export interface SetDecl {
   kind?: 'set' | 'map';
 }
 
-const ifSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_SET_SIZE};` });
-const ifMap = (name: string): SetDecl => ({ name, kind: 'map', decl: `type ifname : mark; size ${PORT_SET_SIZE};` });
+const ifSet = (name: string): SetDecl => ({ name, decl: 'type ifname;' });
+const ifMap = (name: string): SetDecl => ({ name, kind: 'map', decl: 'type ifname : mark;' });
 /** Sender mark (masked) . receiving port: the isolation checks (src/core/policy/zones.ts). */
-const peerSet = (name: string): SetDecl => ({ name, decl: `typeof meta mark . oifname; size ${ADDR_SET_SIZE};` });
-const counterSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_SET_SIZE}; flags dynamic; counter;` });
+const peerSet = (name: string): SetDecl => ({ name, decl: 'typeof meta mark . oifname;' });
+const counterSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_CAP}; flags dynamic,timeout; counter; gc-interval ${GC_INTERVAL.counters};` });
 
 /** Every static set of the table (rate classes come on top), in render order. */
 export const STATIC_SETS: readonly SetDecl[] = [
   ifSet('vm_ports'),
   ifSet('known_ports'),
-  { name: 'fast', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
+  { name: 'fast', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark;` },
   // The same for ports with egress rules: their packets of a flow those rules accepted (decision 0027).
-  { name: 'fast_pol', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark; size ${ADDR_SET_SIZE};` },
+  { name: 'fast_pol', kind: 'map', decl: `type ifname . ether_addr . ipv6_addr . inet_proto : mark;` },
   ifMap(PORT_ZONE_MAP),
   peerSet('rx_zone'),
   peerSet('rx_zone_pol'),
   ifSet('rx_fast'),
-  { name: 'port_mac', decl: `type ifname . ether_addr; size ${PORT_SET_SIZE};` },
-  { name: 'port_lla', decl: `typeof iifname . @th,208,48; size ${PORT_SET_SIZE};` },
-  { name: 'src128', decl: `type ifname . ipv6_addr; size ${ADDR_SET_SIZE};` },
-  { name: 'na128', decl: `typeof iifname . @th,64,128; size ${ADDR_SET_SIZE};` },
-  { name: 'src64', decl: `typeof iifname . @nh,64,64; size ${ADDR_SET_SIZE};` },
-  { name: 'na64', decl: `typeof iifname . @th,64,64; size ${ADDR_SET_SIZE};` },
-  { name: 'ra_allowed', decl: `type ifname . ipv6_addr; size ${ADDR_SET_SIZE};` },
+  { name: 'port_mac', decl: `type ifname . ether_addr;` },
+  { name: 'port_lla', decl: `typeof iifname . @th,208,48;` },
+  { name: 'src128', decl: `type ifname . ipv6_addr;` },
+  { name: 'na128', decl: `typeof iifname . @th,64,128;` },
+  { name: 'src64', decl: `typeof iifname . @nh,64,64;` },
+  { name: 'na64', decl: `typeof iifname . @th,64,64;` },
+  { name: 'ra_allowed', decl: `type ifname . ipv6_addr;` },
   ifSet('ra_guard'),
   ifSet('src_guard'),
   ifSet('block_hbh'),
@@ -85,12 +85,12 @@ export const STATIC_SETS: readonly SetDecl[] = [
 
 /** Reflexive flow sets (decision 0024): the kernel fills them, they are never diffed. */
 export const FLOW_SET_DECLS: readonly SetDecl[] = [
-  { name: FLOW_SETS.tcp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.tcp};` },
-  { name: FLOW_SETS.udp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
+  { name: FLOW_SETS.tcp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.tcp}; gc-interval ${FLOW_GC_INTERVAL.tcp};` },
+  { name: FLOW_SETS.udp, decl: `type ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp}; gc-interval ${FLOW_GC_INTERVAL.udp};` },
   ...(['tcp', 'udp'] as const).map((p) => ({
-    name: RX_FLOW_SETS[p], decl: `type ifname . ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT[p]};`,
+    name: RX_FLOW_SETS[p], decl: `type ifname . ipv6_addr . inet_service . ipv6_addr . inet_service; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT[p]}; gc-interval ${FLOW_GC_INTERVAL[p]};`,
   })),
-  { name: FLOW_SETS.echo, decl: `typeof ip6 saddr . ip6 daddr . icmpv6 id; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp};` },
+  { name: FLOW_SETS.echo, decl: `typeof ip6 saddr . ip6 daddr . icmpv6 id; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp}; gc-interval ${FLOW_GC_INTERVAL.udp};` },
 ];
 
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
@@ -329,8 +329,8 @@ function rateClass(kind: RateKind, rate: number): { sets: string[]; rule: string
   const lim = limiterSet(kind, rate);
   return {
     sets: [
-      `set ${classSet(kind, rate)} { type ifname; size ${PORT_SET_SIZE}; }`,
-      `set ${lim} { type ifname; size ${PORT_SET_SIZE}; flags dynamic,timeout; timeout 1m; }`,
+      `set ${classSet(kind, rate)} { type ifname; }`,
+      `set ${lim} { type ifname; size ${PORT_CAP}; flags dynamic,timeout; timeout 1m; gc-interval ${GC_INTERVAL.limiters}; }`,
     ],
     rule: `${key} @${classSet(kind, rate)} update @${lim} { ${key} limit rate over ${rate}/second burst ${rateBurst(rate)} packets } ${drop('rate_limit', key)}`,
   };
@@ -341,6 +341,8 @@ export function rateClassCommands(ref: string, kind: RateKind, rate: number): st
   const c = rateClass(kind, rate);
   return [...c.sets.map((s) => `add ${s.replace(/^set /, `set ${ref} `)}`), `add rule ${ref} rate_${kind} ${c.rule}`];
 }
+
+export const LAYOUT_CHAIN = 'layout_2';
 
 /** The whole table as one `nft -f` text. */
 export function renderGuardTable(input: GuardTableInput): string {
@@ -358,6 +360,9 @@ export function renderGuardTable(input: GuardTableInput): string {
     out.push(`\t${ports!.replace(/ \}$/, `${elements(classSet(k, r))} }`)}`, `\t${lim}`);
   }
   const block = (name: string, body: readonly string[]) => out.push(`\tchain ${name} {`, ...body.map((r) => `\t\t${r}`), '\t}');
+  // An empty chain that names the table's layout: a table an earlier metald wrote (fixed-size sets
+  // with 1 s GC) lacks it, so the structural check replaces that table whole on upgrade.
+  block(LAYOUT_CHAIN, []);
   for (const [name, ...body] of dropChains(input.logGroup)) block(name!, body);
   // Policy classes, then the map that names them (the text loads in one pass).
   const classes_ = policyClasses(input.ports);

@@ -70,7 +70,7 @@ export function renderHostTable(h: HostTableInput): string {
   return [
     `table ip6 ${h.table} {`,
     '\tcomment "metald host firewall: managed by metald, changes are reverted"',
-    set('vm_bridges', 'type ifname; size 262144;', [...h.vmBridges, ...(h.routedDevices ?? [])].map((b) => JSON.stringify(b))),
+    set('vm_bridges', 'type ifname;', [...h.vmBridges, ...(h.routedDevices ?? [])].map((b) => JSON.stringify(b))),
     set('vm_ranges', 'type ipv6_addr; flags interval;', h.vmRanges),
     set('management_prefixes', 'type ipv6_addr; flags interval;', h.managementPrefixes),
     set('allowed_ra_sources', 'type ipv6_addr;', h.allowedRaSources),

@@ -133,3 +133,26 @@ test('rules and tenants: a restarted plane adopts class ids and tenant numbers a
   await again.reconcile(all);
   assert.equal(await vmap(), v1, 'the class dispatch was restored');
 });
+
+test('a table of the earlier layout (fixed-size sets, 1 s GC, no layout chain) is replaced whole by the next check', async () => {
+  await plane.reconcile([A, B]);
+  const sets = async () => (await nftList(ns, ['sets', 'bridge'])).map((o) => o['set'] as { name: string; table: string; size?: number; 'gc-interval'?: number; flags?: string[] })
+    .filter((s) => s?.table === 'fwt_guard');
+  const loaded = await sets();
+  // What the kernel holds: sets only metald writes have no size (a resizable hash whose memory
+  // follows its elements); every set the packet path writes has a cap and a long sweep interval.
+  // (`nft -j` lists `dynamic,timeout` as flags ["timeout"]; every set the packet path writes has it.)
+  const dynamic = loaded.filter((s) => s.flags?.includes('timeout'));
+  assert.ok(dynamic.length >= 16, `dynamic sets: ${dynamic.length}`);
+  for (const s of dynamic) {
+    assert.ok(s.size, `${s.name} has a cap`);
+    assert.ok((s['gc-interval'] ?? 0) >= 30, `${s.name} sweeps at most every 30 s (gc-interval ${s['gc-interval']})`);
+  }
+  for (const s of loaded.filter((x) => !x.flags?.includes('timeout'))) assert.equal(s.size, undefined, `${s.name} has no fixed size`);
+  // Simulate the earlier layout: no layout chain, one fixed-size set.
+  nft('delete chain bridge fwt_guard layout_2\n');
+  const repairs = plane.stats.driftRepairs;
+  await plane.reconcile([A, B]);
+  assert.equal(plane.stats.driftRepairs, repairs + 1);
+  assert.ok((await nftList(ns, ['chain', 'bridge', 'fwt_guard', 'layout_2'])).length > 0, 'the layout chain is back');
+});

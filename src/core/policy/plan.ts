@@ -22,8 +22,14 @@ export const CLASS_VMAP = 'pol_chains';
 export const POLICY_LOG_SET = 'policy_log';
 /** Idle time after which an accepted flow's replies stop passing. */
 export const FLOW_TIMEOUT = { tcp: '1h', udp: '2m' } as const;
+/** A cap, not an allocation (resizable hash): the flows an attacker can make a set hold. */
 export const FLOW_SET_SIZE = 1_048_576;
-export const POLICY_PORT_SET_SIZE = 262_144;
+/**
+ * How often the kernel sweeps expired flows (default 1 s: a walk of every element, which at a
+ * million flows costs more than a core). Expired flows never match; until swept they only
+ * count towards FLOW_SET_SIZE.
+ */
+export const FLOW_GC_INTERVAL = { tcp: '5m', udp: '30s' } as const;
 
 export const markText = (id: number) => `0x${id.toString(16).padStart(8, '0')}`;
 
