@@ -71,6 +71,8 @@ export class FirewallPlane implements NetworkPlane {
   private known = new Map<string, VmRecord>();
   private chain: Promise<unknown> = Promise.resolve();
   private structureOk = false;
+  /** Ports written while a full check lists the sets (undefined when none is listing). */
+  private touched: Set<string> | undefined;
 
   private readonly family: GuardFamily;
   /** "<family> <table>" as nft commands name the guard table. */
@@ -97,6 +99,7 @@ export class FirewallPlane implements NetworkPlane {
     await this.serial(async () => {
       this.known.delete(vm.id);
       this.written.delete(vm.id);
+      this.touch(vm);
       const had = this.applied.get(vm.id);
       const hadHost = this.appliedHost.get(vm.id);
       if (!had && !hadHost) return;
@@ -120,7 +123,7 @@ export class FirewallPlane implements NetworkPlane {
   }
 
   async reconcile(vms: readonly VmRecord[]): Promise<void> {
-    await this.serial(async () => {
+    const listSets = await this.serial(async () => {
       const every = this.opts.elementCheckEvery ?? 6;
       const fullCheck = this.stats.checks % every === 0;
       this.stats.checks++;
@@ -128,9 +131,26 @@ export class FirewallPlane implements NetworkPlane {
       this.structureOk = false;
       this.tenants.retain(new Set(vms.map((v) => v.tenantId)));
       const replaced = await this.ensureStructure(fullCheck);
-      if (fullCheck && !replaced) await this.syncElements();
-      else if (!fullCheck) await this.writeChangedPorts();
+      if (!fullCheck) await this.writeChangedPorts();
+      if (!fullCheck || replaced) return undefined;
+      this.touched = new Set();
+      return { sets: this.elementSetNames(), applies: this.stats.fullApplies };
     });
+    if (listSets) {
+      // Listing every set takes seconds at 10k VMs (nft prints ~450k elements): done outside the
+      // lock, so a CreateVm meanwhile is not kept waiting; what it wrote is left out of the diff.
+      let have: Map<string, NftObject[]> | undefined;
+      try {
+        have = await this.listSets(listSets.sets);
+      } finally {
+        await this.serial(async () => {
+          const touched = this.touched;
+          this.touched = undefined;
+          // A table replaced meanwhile (by a cheap check's repair) was written whole: the listing is moot.
+          if (have && this.stats.fullApplies === listSets.applies) await this.syncElements(have, touched ?? new Set());
+        });
+      }
+    }
     await this.inner.reconcile(vms);
   }
 
@@ -171,6 +191,7 @@ export class FirewallPlane implements NetworkPlane {
 
   /** One VM's elements: only what differs from what we wrote last (counters survive). */
   private async writePort(vm: VmRecord): Promise<void> {
+    this.touch(vm);
     const ports = this.guards([vm]);
     const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
     const want = mergeElements(ports, [], this.classIds);
@@ -186,6 +207,10 @@ export class FirewallPlane implements NetworkPlane {
     this.applied.set(vm.id, want);
     this.appliedHost.set(vm.id, wantHost);
     this.written.set(vm.id, vm.revision);
+  }
+
+  private touch(vm: VmRecord): void {
+    if (this.touched) for (const n of vm.nics) this.touched.add(n.hostDevice);
   }
 
   /** Between full element checks: rewrite VMs whose record changed (e.g. isolation) since we wrote them. */
@@ -348,16 +373,33 @@ export class FirewallPlane implements NetworkPlane {
     return true;
   }
 
-  /** Diff the sets against the desired elements; write only the difference. */
-  private async syncElements(): Promise<void> {
+  /** The sets a full check compares, with their kind. */
+  private elementSetNames(): { name: string; kind: 'set' | 'map' }[] {
+    const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
+    return [...STATIC_SETS.map((d) => ({ name: d.name, kind: d.kind ?? 'set' })), ...classSets.map((name) => ({ name, kind: 'set' as const }))];
+  }
+
+  private async listSets(sets: readonly { name: string; kind: 'set' | 'map' }[]): Promise<Map<string, NftObject[]>> {
+    const out = new Map<string, NftObject[]>();
+    for (const { name, kind } of sets) out.set(name, await nftList(this.opts.netns, [kind, this.family, this.opts.guardTable, name]));
+    return out;
+  }
+
+  /**
+   * Diff the listed sets against the desired elements; write only the difference. Elements naming a
+   * port written since the listing (`touched`) are left out both ways: the listing is older than
+   * that write, and the next full check compares them.
+   */
+  private async syncElements(listed: ReadonlyMap<string, NftObject[]>, touched: ReadonlySet<string>): Promise<void> {
     const vms = [...this.known.values()];
     const ports = this.guards(vms);
     const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
     const want = mergeElements(ports, this.trusted(), this.classIds);
-    const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
-    for (const { name, kind } of [...STATIC_SETS, ...classSets.map((name) => ({ name, kind: 'set' as const }))]) {
-      const have = await nftList(this.opts.netns, [kind ?? 'set', this.family, this.opts.guardTable, name]);
-      const { add, remove } = elementDiff(have, want.get(name) ?? []);
+    const quoted = [...touched].map((p) => `"${p}"`);
+    const untouched = (el: string) => !quoted.some((q) => el.includes(q));
+    for (const [name, have] of listed) {
+      const diff = elementDiff(have, want.get(name) ?? []);
+      const [add, remove] = quoted.length ? [diff.add.filter(untouched), diff.remove.filter(untouched)] : [diff.add, diff.remove];
       if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
       if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
     }

@@ -156,3 +156,22 @@ test('a table of the earlier layout (fixed-size sets, 1 s GC, no layout chain) i
   assert.equal(plane.stats.driftRepairs, repairs + 1);
   assert.ok((await nftList(ns, ['chain', 'bridge', 'fwt_guard', 'layout_2'])).length > 0, 'the layout chain is back');
 });
+
+test('a full check lists the sets outside the lock: a VM added and one removed meanwhile are not kept waiting, and nothing is undone', async () => {
+  await plane.reconcile([A, B]);
+  const order: string[] = [];
+  const full = plane.reconcile([A, B]).then(() => order.push('full check'));
+  // The listing (one `nft -j list` per set) is under way; these run between its start and its diff.
+  await new Promise((r) => setTimeout(r, 30));
+  await plane.ensureVm(C).then(() => order.push('ensureVm'));
+  await plane.removeVm(B).then(() => order.push('removeVm'));
+  await full;
+  assert.deepEqual(order, ['ensureVm', 'removeVm', 'full check']);
+  assert.ok((await elements('port_mac')).some((e) => e.includes('vpc')), 'C stays');
+  assert.ok(!(await elements('port_mac')).some((e) => e.includes('vpb')), 'B stays gone');
+  const writes = plane.stats.writes;
+  await plane.reconcile([A, C]);
+  assert.equal(plane.stats.writes, writes, 'the next full check finds nothing to repair');
+  await plane.removeVm(C);
+  await plane.ensureVm(B);
+});
