@@ -26,7 +26,13 @@ export interface HostTableInput {
   logGroup: number;
 }
 
+/**
+ * Every deny is counted and dropped; its log line is a sample (docs/decisions/0032): a flood at the
+ * host must not become a flood of nflog messages for metald's reader to parse.
+ */
+export const HOST_LOG_RATE = 50;
 const LOG = (g: number) => `log prefix "metald-ipv6-deny: " group ${g}`;
+const DENY = 'counter jump deny';
 
 function set(name: string, decl: string, elements: readonly string[]): string {
   return `\tset ${name} { ${decl}${elements.length ? ` elements = { ${elements.join(', ')} }` : ''} }`;
@@ -50,9 +56,9 @@ export function renderHostTable(h: HostTableInput): string {
     `icmpv6 type nd-router-solicit limit rate ${h.ndRate}/second accept`,
     `icmpv6 type { ${mld} } ip6 saddr { fe80::/10, :: } accept`,
     `icmpv6 type echo-request limit rate ${h.icmpRate}/second accept`,
-    `iifname @vm_bridges counter ${LOG(h.logGroup)} drop`,
+    `iifname @vm_bridges ${DENY}`,
     ...(mgmt
-      ? [`tcp dport { ${h.managementPorts.join(', ')} } ip6 saddr @management_prefixes accept`, `counter ${LOG(h.logGroup)} drop`]
+      ? [`tcp dport { ${h.managementPorts.join(', ')} } ip6 saddr @management_prefixes accept`, DENY]
       : []),
   ];
   const forward = [
@@ -60,12 +66,12 @@ export function renderHostTable(h: HostTableInput): string {
     'rt type 0 counter drop',
     'ct state invalid counter drop',
     'ct state established,related accept',
-    `iifname @vm_bridges ip6 saddr != @vm_ranges counter ${LOG(h.logGroup)} drop`,
+    `iifname @vm_bridges ip6 saddr != @vm_ranges ${DENY}`,
     // Only reached when bridged traffic is sent through ip6 hooks (bridge-nf-call-ip6tables=1).
     ...h.vmBridges.map((b) => `iifname ${JSON.stringify(b)} oifname ${JSON.stringify(b)} accept`),
     'iifname @vm_bridges accept',
     `meta l4proto ipv6-icmp limit rate ${h.icmpRate}/second accept`,
-    `counter ${LOG(h.logGroup)} drop`,
+    DENY,
   ];
   return [
     `table ip6 ${h.table} {`,
@@ -74,6 +80,8 @@ export function renderHostTable(h: HostTableInput): string {
     set('vm_ranges', 'type ipv6_addr; flags interval;', h.vmRanges),
     set('management_prefixes', 'type ipv6_addr; flags interval;', h.managementPrefixes),
     set('allowed_ra_sources', 'type ipv6_addr;', h.allowedRaSources),
+    // Jumped to, so it comes first (the text loads in one pass).
+    '\tchain deny {', `\t\tlimit rate ${HOST_LOG_RATE}/second burst ${HOST_LOG_RATE} packets ${LOG(h.logGroup)}`, '\t\tdrop', '\t}',
     '\tchain input {', ...input.map((r) => `\t\t${r}`), '\t}',
     '\tchain forward {', ...forward.map((r) => `\t\t${r}`), '\t}',
     '}',

@@ -60,3 +60,29 @@ test('management prefix: ssh and the API port from it, nothing else from anywher
   const counted = (last.expr!.find((e) => 'counter' in e)!['counter'] as { packets: number }).packets;
   assert.ok(counted >= 2, `default drop counted ${counted}`);
 });
+
+test('a flood at the host is dropped and counted packet for packet; its log is a sample of at most 50 a second (decision 0032)', async () => {
+  const input = async () => (await nftList(host, ['chain', 'ip6', 'fh_security', 'input']))
+    .map((o) => o['rule'] as { expr?: Record<string, unknown>[] } | undefined).filter(Boolean).at(-1)!;
+  const dropped = async () => ((await input()).expr!.find((e) => 'counter' in e)!['counter'] as { packets: number }).packets;
+  // The nflog group the table logs to, read as metald's event reader reads it.
+  const reader = spawn('ip', ['netns', 'exec', host, 'tcpdump', '-i', 'nflog:1', '-n', '-l', '-q'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let lines = 0;
+  reader.stdout!.on('data', (b: Buffer) => { lines += b.toString().split('\n').filter((l) => l.trim()).length; });
+  try {
+    await new Promise((r) => setTimeout(r, 800));
+    const before = await dropped();
+    const t0 = performance.now();
+    inNs(mgmt, ['/usr/bin/python3', '-c',
+      'import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.bind(("fd00:99:2::10",0))\nfor i in range(3000): s.sendto(b"x",("fd00:99:1::1",9999))']);
+    const secs = (performance.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 800));
+    const counted = (await dropped()) - before;
+    assert.ok(counted >= 3000 && counted < 3050, `every packet dropped and counted: ${counted}`);
+    assert.ok(lines >= 1, 'the flood was logged');
+    assert.ok(lines <= 50 + Math.ceil(50 * (secs + 1.6)), `log lines ${lines} for 3000 packets in ${secs.toFixed(2)} s`);
+    console.log(`host flood: 3000 packets in ${secs.toFixed(2)} s, dropped+counted ${counted}, logged ${lines}`);
+  } finally {
+    reader.kill('SIGTERM');
+  }
+});
