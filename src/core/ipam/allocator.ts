@@ -20,7 +20,7 @@ import { isoOf } from './fast-format.js';
 import { alreadyExists } from './messages.js';
 import type { Offset } from './offset-set.js';
 import { PoolState, type Entry, type Info64, type Space } from './pool-state.js';
-import { checkNoOverlap, entryFromStore } from './restore.js';
+import { checkNoOverlap, entryFromStore, net64Key } from './restore.js';
 import type { Allocation, AllocationRequest, BridgeSubnet, PoolSpec, PoolStats } from './types.js';
 
 export { PREFIX_HOST_OFFSET } from './choose.js';
@@ -46,7 +46,8 @@ export class Ipam {
   /** vmId -> the VM's first entry (the rest follow through vmNext). */
   private byVm = new ChurnMap<string, Entry>();
   /** /64s of allocations that lie in no configured pool (the config changed since). */
-  private orphan64 = new Map<bigint, Info64>();
+  /** Keyed by the /64's text: V8 hashes large BigInt keys alike, so a Map<bigint> walks every entry. */
+  private orphan64 = new Map<string, Info64>();
   private queue = new DueQueue<Entry>();
   /** Keys allocate() expired since the last expire() call. */
   private pendingExpired: string[] = [];
@@ -248,7 +249,7 @@ export class Ipam {
       poolList: this.poolList,
       poolById: (id) => byId.get(id),
       entry: (key) => byKey.get(key),
-      orphanWhole: (net64) => (orphans.size === 0 ? undefined : orphans.get(net64)?.whole),
+      orphanWhole: (net64) => (orphans.size === 0 ? undefined : orphans.get(net64Key(net64))?.whole),
       quarantineMs: this.quarantineMs,
     };
   }
@@ -284,7 +285,7 @@ export class Ipam {
     this.vmHeadFor = undefined;
     if (e.pool) e.pool.attach(e, space, off);
     else {
-      const k = e.net & HIGH64;
+      const k = net64Key(e.net);
       const inf = this.orphan64.get(k) ?? { n128: 0, whole: undefined };
       if (e.whole) inf.whole = e;
       else inf.n128++;
@@ -305,7 +306,7 @@ export class Ipam {
     }
     if (e.pool) e.pool.detach(e);
     else {
-      const k = e.net & HIGH64;
+      const k = net64Key(e.net);
       const inf = this.orphan64.get(k);
       if (inf) {
         if (e.whole) inf.whole = undefined;

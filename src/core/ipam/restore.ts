@@ -33,14 +33,16 @@ export function entryFromStore(a: Allocation, poolList: readonly PoolState[], by
   };
 }
 
+/** Key of the /64 holding `net` in maps (a string: V8 gives large BigInt keys one hash). */
+export const net64Key = (net: bigint): string => (net >> 64n).toString(16);
+
 /** Throws when `e` overlaps an entry already loaded. */
-export function checkNoOverlap(e: Entry, byKey: ChurnMap<string, Entry>, orphan64: ReadonlyMap<bigint, Info64>): void {
+export function checkNoOverlap(e: Entry, byKey: ChurnMap<string, Entry>, orphan64: ReadonlyMap<string, Info64>): void {
   const clash = (other: string) => new Error(`stored allocations ${e.a.key} and ${other} overlap`);
   const same = byKey.get(e.a.key);
   if (same) throw clash(same.a.key);
-  const net64 = e.net & HIGH64;
-  const inf = e.pool ? e.pool.info.get(e.idx64) : orphan64.get(net64);
-  const cover = inf?.whole ?? orphan64.get(net64)?.whole;
+  const inf = e.pool ? e.pool.info.get(e.idx64) : orphan64.get(net64Key(e.net));
+  const cover = inf?.whole ?? orphan64.get(net64Key(e.net))?.whole;
   if (!e.whole && cover) throw clash(cover.a.key);
   // A /64 must not cover a /128 (in its pool, or, for a /64 outside every pool, anywhere).
   if (e.whole && ((inf && inf.n128 > 0) || !e.pool)) {
