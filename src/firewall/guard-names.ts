@@ -33,10 +33,17 @@ export const PORT_CAP = 262_144;
  * Counter elements never expire (no timeout is ever set on them), so their sets are declared with
  * the timeout flag only to be allowed a day-long interval; limiter state is a few bytes per port.
  */
-export const GC_INTERVAL = { counters: '1d', limiters: '5m' } as const;
+export const GC_INTERVAL = { counters: '1d', limiters: '5m', samples: '5m' } as const;
 
-/** Logged packets per second per reason: enough to attribute an attack, never a flood (the counters stay exact). */
-export const LOG_SAMPLE_RATE = 20;
+/**
+ * Logged packets per second: at most LOG_SAMPLE_PER_PORT for one port and reason, so one flooding
+ * VM cannot use up the samples that would reveal another's attack, and at most LOG_SAMPLE_RATE per
+ * reason for the whole table, so many cannot flood the reader. The counters stay exact.
+ */
+export const LOG_SAMPLE_PER_PORT = 5;
+export const LOG_SAMPLE_RATE = 50;
+/** Per-port sampling state of one drop chain (dynamic, expires when the port stops dropping). */
+export const sampleSet = (reason: DropReason, key: 'iifname' | 'oifname') => `ls_${reason}${key === 'oifname' ? '_in' : ''}`;
 
 /** Ports whose `kind` limit is `rate` packets per second. */
 export const classSet = (kind: RateKind, rate: number) => `rlp_${kind}_${rate}`;

@@ -1,4 +1,4 @@
-import { classSet, DROP_REASONS, GC_INTERVAL, IN_COUNTER_SETS, LOG_SAMPLE_RATE, limiterSet, OUT_REASONS, PORT_CAP, rateBurst, type DropReason } from './guard-names.js';
+import { classSet, DROP_REASONS, GC_INTERVAL, IN_COUNTER_SETS, LOG_SAMPLE_PER_PORT, LOG_SAMPLE_RATE, limiterSet, OUT_REASONS, PORT_CAP, rateBurst, sampleSet, type DropReason } from './guard-names.js';
 import { mergeElements, type ClassIds } from './guard-elements.js';
 import { RATE_KINDS, type PortGuard, type RateKind } from './port-guard.js';
 import { ADMISSION_MASK, ADMISSION_SETS, hexMark, MASK, type AdmissionSet } from '../core/policy/zones.js';
@@ -93,6 +93,12 @@ export const FLOW_SET_DECLS: readonly SetDecl[] = [
   { name: FLOW_SETS.echo, decl: `typeof ip6 saddr . ip6 daddr . icmpv6 id; size ${FLOW_SET_SIZE}; flags dynamic,timeout; timeout ${FLOW_TIMEOUT.udp}; gc-interval ${FLOW_GC_INTERVAL.udp};` },
 ];
 
+/** Per-port log sampling state, one set per drop chain: the kernel fills them, they are never diffed. */
+export const SAMPLE_SET_DECLS: readonly SetDecl[] = [
+  ...DROP_REASONS.map((r) => sampleSet(r, 'iifname')),
+  ...OUT_REASONS.map((r) => sampleSet(r, 'oifname')),
+].map((name) => ({ name, decl: `type ifname; size ${PORT_CAP}; flags dynamic,timeout; timeout 1m; gc-interval ${GC_INTERVAL.samples};` }));
+
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
 export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => counterSet(`d_${r}`)), ...IN_COUNTER_SETS.map(counterSet)];
 
@@ -109,7 +115,8 @@ function dropChains(logGroup: number): string[][] {
     // A NIC's rule denies reach the log only when it asked (log_security_events). queue-threshold 1: the
     // kernel hands each sample over at once, not in batches flushed every second (nfnetlink_log's default),
     // so an attack is an event within milliseconds (decision 0028).
-    `${reason === 'policy_deny' ? `${key} @policy_log ` : ''}limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup} queue-threshold 1`,
+    `${reason === 'policy_deny' ? `${key} @policy_log ` : ''}update @${sampleSet(reason, key)} { ${key} limit rate ${LOG_SAMPLE_PER_PORT}/second burst ${LOG_SAMPLE_PER_PORT} packets }`
+    + ` limit rate ${LOG_SAMPLE_RATE}/second burst ${LOG_SAMPLE_RATE} packets log prefix "metald-guard ${reason}${key === 'oifname' ? '-in' : ''} " group ${logGroup} queue-threshold 1`,
     'drop',
   ];
   return [...DROP_REASONS.map((r) => chain(r, 'iifname')), ...OUT_REASONS.map((r) => chain(r, 'oifname'))];
@@ -353,7 +360,7 @@ export function renderGuardTable(input: GuardTableInput): string {
     const e = els.get(name) ?? [];
     return e.length === 0 ? '' : ` elements = { ${e.join(', ')} }`;
   };
-  for (const s of [...STATIC_SETS, ...COUNTER_SETS, ...FLOW_SET_DECLS]) out.push(`\t${s.kind ?? 'set'} ${s.name} { ${s.decl}${elements(s.name)} }`);
+  for (const s of [...STATIC_SETS, ...COUNTER_SETS, ...FLOW_SET_DECLS, ...SAMPLE_SET_DECLS]) out.push(`\t${s.kind ?? 'set'} ${s.name} { ${s.decl}${elements(s.name)} }`);
   const classes = rateClasses(input.ports, input.defaultRates);
   for (const [k, r] of classes) {
     const [ports, lim] = rateClass(k, r).sets;

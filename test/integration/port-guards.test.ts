@@ -186,6 +186,34 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     assert.ok(readFileSync(pcap).includes('metald-guard ra_guard'), 'no sampled ra_guard drop in nflog group 2');
   });
 
+  // Tagged RAs (vlan_tag, medium severity): a flood of untagged rogue RAs is high severity, and the counter
+  // escalation would isolate the flooder for the tests after this one.
+  it('one VM flooding does not use up the log samples: another VM\'s drop of the same reason during the flood is sampled too', async () => {
+    const [v1, v2, v3] = vms as [Vm, Vm, Vm];
+    const pcap = path.join(env.dir, 'nflog-flood.pcap');
+    const dump = inNs(env.dp, ['timeout', '4', 'tcpdump', '-i', 'nflog:2', '-U', '-w', pcap]);
+    await new Promise((r) => setTimeout(r, 800));
+    const flood = inNs(v3.ns, ['/usr/bin/python3', PY, 'flood', 'ra-vlan', '2000', '2.5', v3.mac, v3.ip, v2.mac, v2.ip]);
+    await new Promise((r) => setTimeout(r, 400));
+    for (let i = 0; i < 4; i++) {
+      await inNs(v1.ns, ['/usr/bin/python3', PY, 'send', 'ra-vlan', '901', v1.mac, v1.ip, v2.mac, v2.ip, 'fd00:77::1', v3.ip]);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await flood;
+    await dump.catch(() => undefined); // `timeout` ends tcpdump with status 124
+    // The RA's source is the sender's EUI-64 link-local: v1's bytes in the capture are v1's sample.
+    const ll = (mac: string) => {
+      const b = mac.split(':').map((x) => parseInt(x, 16));
+      return Buffer.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, b[0]! ^ 2, b[1]!, b[2]!, 0xff, 0xfe, b[3]!, b[4]!, b[5]!]);
+    };
+    const cap = readFileSync(pcap);
+    const count = (needle: Buffer) => { let n = 0; for (let i = cap.indexOf(needle); i >= 0; i = cap.indexOf(needle, i + 1)) n++; return n; };
+    const [mine, flooder] = [count(ll(v1.mac)), count(ll(v3.mac))];
+    console.log(`nflog samples during a 2000 pps tagged-RA flood from vm3: vm3 ${flooder}, vm1 ${mine}`);
+    assert.ok(mine >= 1, 'the other VM\'s drop was sampled');
+    assert.ok(flooder >= 1 && flooder <= 5 + 5 * 3.5, `the flooder's samples stay within its own budget: ${flooder}`);
+  });
+
   it('the host answers its VMs only what IPv6 needs: the gateway pings, ssh and the API port are refused', async () => {
     const [v1] = vms as [Vm];
     const [before] = await hostDenies(env, host);
@@ -243,9 +271,10 @@ async function hostDenies(env: Env, table: string): Promise<[number]> {
     const rule = o['rule'] as { expr?: Record<string, unknown>[] } | undefined;
     const exprs = rule?.expr ?? [];
     const onVmBridges = exprs.some((e) => JSON.stringify(e).includes('@vm_bridges'));
-    const logs = exprs.some((e) => 'log' in e);
+    // The VM-facing deny: counted, then the sampled log and the drop in chain `deny` (decision 0032).
+    const denies = exprs.some((e) => JSON.stringify(e).includes('"target":"deny"'));
     const counter = exprs.find((e) => 'counter' in e)?.['counter'] as { packets: number } | undefined;
-    if (onVmBridges && logs && counter) return [counter.packets];
+    if (onVmBridges && denies && counter) return [counter.packets];
   }
   throw new Error('host deny rule not found');
 }

@@ -3,8 +3,8 @@ import { GUARD_SEVERITY, type SecurityEvent } from '../security-events.js';
 import type { PacketSummary } from './pcap-nflog.js';
 
 // PURE: which nflog records become events, and when. The guards log at most
-// LOG_SAMPLE_RATE packets a second per reason (kernel side); the host table
-// logs every deny. Here each (port, reason) makes at most one event per
+// LOG_SAMPLE_PER_PORT packets a second per port and reason and LOG_SAMPLE_RATE
+// per reason (kernel side); the host table 50 a second (decision 0032). Here each (port, reason) makes at most one event per
 // `perKeyIntervalMs` (the first at once), the logged packets in between are
 // carried on the next one (or flushed when the interval ends), and all keys
 // together make at most `maxPerSecond` events (a token bucket). A tenant

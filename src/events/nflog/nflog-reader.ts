@@ -9,7 +9,7 @@ import type { PortDirectory, PortOwner } from './port-directory.js';
 // namespace: one long-lived `tcpdump -i nflog:1,2 -U -w -` (libpcap speaks
 // nfnetlink_log; Node has no netlink sockets), its pcap stream parsed here.
 // Bounded three ways so a flood cannot overwhelm metald: the kernel rules
-// sample (guards: LOG_SAMPLE_RATE/s per reason), at most `maxRecordsPerSecond`
+// sample (guards: LOG_SAMPLE_PER_PORT/s per port and reason, LOG_SAMPLE_RATE/s per reason), at most `maxRecordsPerSecond`
 // records are read (past it the pipe is paused: tcpdump blocks and the kernel
 // drops what its socket buffer cannot take, at no cost to metald), and the
 // gate turns records into at most `maxEventsPerSecond` events. Exact counts
