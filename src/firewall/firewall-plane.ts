@@ -146,7 +146,7 @@ export class FirewallPlane implements NetworkPlane {
         await this.serial(async () => {
           const touched = this.touched;
           this.touched = undefined;
-          // A table replaced meanwhile (by a cheap check's repair) was written whole: the listing is moot.
+          // A safety guard: were the table replaced meanwhile, it was written whole and the listing is moot.
           if (have && this.stats.fullApplies === listSets.applies) await this.syncElements(have, touched ?? new Set());
         });
       }
@@ -426,8 +426,22 @@ export class FirewallPlane implements NetworkPlane {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
     }
-    this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classIds)]));
-    this.written = new Map(vms.map((v) => [v.id, v.revision]));
+    // A VM written meanwhile keeps what its own write recorded: had that write failed, the next pass
+    // must still see it unwritten and retry it (e.g. an isolation), not wait for the next full check.
+    const wrote = (v: VmRecord) => v.nics.some((n) => touched.has(n.hostDevice));
+    const [applied, written] = [this.applied, this.written];
+    this.applied = new Map();
+    this.written = new Map();
+    for (const v of vms) {
+      if (!wrote(v)) {
+        this.applied.set(v.id, mergeElements(this.guards([v]), [], this.classIds));
+        this.written.set(v.id, v.revision);
+        continue;
+      }
+      const [a, w] = [applied.get(v.id), written.get(v.id)];
+      if (a) this.applied.set(v.id, a);
+      if (w !== undefined) this.written.set(v.id, w);
+    }
   }
 
   private guardInput(vms: readonly VmRecord[]) {

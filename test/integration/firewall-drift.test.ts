@@ -149,7 +149,7 @@ test('a table of the earlier layout (fixed-size sets, 1 s GC, no layout chain) i
     assert.ok((s['gc-interval'] ?? 0) >= 30, `${s.name} sweeps at most every 30 s (gc-interval ${s['gc-interval']})`);
   }
   for (const s of loaded.filter((x) => !x.flags?.includes('timeout'))) assert.equal(s.size, undefined, `${s.name} has no fixed size`);
-  // Simulate the earlier layout: no layout chain, one fixed-size set.
+  // Simulate a table of the earlier layout: it has no layout chain.
   nft('delete chain bridge fwt_guard layout_2\n');
   const repairs = plane.stats.driftRepairs;
   await plane.reconcile([A, B]);

@@ -14,7 +14,7 @@
 import { notFound } from '../errors.js';
 import { formatIpv6, formatPrefix, parsePrefix, prefixContains } from '../net/ipv6.js';
 import { ChurnMap } from './churn-map.js';
-import { HIGH64, pickAuto, pickStatic, type AllocView, type Pick } from './choose.js';
+import { pickAuto, pickStatic, type AllocView, type Pick } from './choose.js';
 import { DueQueue } from './due-queue.js';
 import { isoOf } from './fast-format.js';
 import { alreadyExists } from './messages.js';
