@@ -136,11 +136,23 @@ describe(`one configured bridge with ${TOTAL} VMs (sharded past 1023 ports)`, { 
     await ipIn(DP, ['link', 'delete', 'dev', upper]);
     await assert.rejects(ping6(backend.vmNetns(`v${TOTAL - 1}`), addr(0)));
     await plane.reconcile(records);
-    await ping6(backend.vmNetns(`v${TOTAL - 1}`), addr(0));
+    // The failed ping above left the guest's neighbour entry for addr(0) mid-resolution (INCOMPLETE,
+    // then FAILED): the first echo after the repair can fall between its probes (CI saw it once).
+    // Connectivity must be back within three tries (~6 s), not on the first packet.
+    const pingAfterRepair = async (dst: string) => {
+      for (let i = 0; ; i++) {
+        try {
+          return await ping6(backend.vmNetns(`v${TOTAL - 1}`), dst);
+        } catch (err) {
+          if (i === 2) throw err;
+        }
+      }
+    };
+    await pingAfterRepair(addr(0));
     await ipIn(DP, ['link', 'delete', 'dev', shard]);
     await plane.reconcile(records);
     assert.equal((await mastersByBridge()).get(shard)!.length, onShard);
-    await ping6(backend.vmNetns(`v${TOTAL - 1}`), 'fd00:a1::1');
+    await pingAfterRepair('fd00:a1::1');
   });
 
   it('a VM with a /64 of its own on a shard resolves and reaches its gateway across the uplink', async () => {

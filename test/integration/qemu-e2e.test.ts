@@ -166,13 +166,14 @@ describe('metald serve with backend: qemu', { timeout: 300_000 }, async () => {
     for (const id of ['q1', 'q2', 'q3']) await client(env, TOKENS.a).deleteVm({ vmId: id });
     for (const t of taps) assert.equal(await linkExists(env.dp, t), false, `tap ${t}`);
     // The guard table stays (other VMs may come), but no element, counter or rule names a deleted
-    // port. Exception: the packet path's rate-limit meters (`lim_*` sets, flag timeout) keep the
-    // port's entry until it expires (<= 60 s); the firewall plane does not flush them on delete.
+    // port. Exception: the packet path's meters — rate limits (`lim_*`) and log sampling (`ls_*`,
+    // decision 0028), sets with a 60 s timeout — keep the port's entry until it expires (<= 60 s);
+    // the firewall plane does not flush them on delete (nft 1.0.6 cannot delete an element that may be absent).
     const objs = await nftList(env.dp, ['table', 'bridge', `${env.inst}_guard`]);
     assert.ok(objs.length > 10, 'the guard table is still listed');
     const meter = (o: Record<string, unknown>) => {
       const set = o['set'] as { name?: string; flags?: string[] } | undefined;
-      return set?.name?.startsWith('lim_') === true && set.flags?.includes('timeout') === true;
+      return /^(lim|ls)_/.test(set?.name ?? '') && set!.flags?.includes('timeout') === true;
     };
     const named = (t: string) => objs.filter((o) => !meter(o)).map((o) => JSON.stringify(o)).filter((o) => o.includes(`"${t}"`));
     for (const t of taps) assert.deepEqual(named(t), [], `guard objects naming ${t}`);
