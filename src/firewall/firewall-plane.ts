@@ -134,20 +134,19 @@ export class FirewallPlane implements NetworkPlane {
       if (!fullCheck) await this.writeChangedPorts();
       if (!fullCheck || replaced) return undefined;
       this.touched = new Set();
-      return { sets: this.elementSetNames(), applies: this.stats.fullApplies };
+      return this.elementSetNames();
     });
     if (listSets) {
       // Listing every set takes seconds at 10k VMs (nft prints ~450k elements): done outside the
       // lock, so a CreateVm meanwhile is not kept waiting; what it wrote is left out of the diff.
       let have: Map<string, NftObject[]> | undefined;
       try {
-        have = await this.listSets(listSets.sets);
+        have = await this.listSets(listSets);
       } finally {
         await this.serial(async () => {
           const touched = this.touched;
           this.touched = undefined;
-          // A safety guard: were the table replaced meanwhile, it was written whole and the listing is moot.
-          if (have && this.stats.fullApplies === listSets.applies) await this.syncElements(have, touched ?? new Set());
+          if (have) await this.syncElements(have, touched ?? new Set());
         });
       }
     }
@@ -399,7 +398,7 @@ export class FirewallPlane implements NetworkPlane {
     const untouched = (el: string) => !quoted.some((q) => el.includes(q));
     for (const [name, have] of listed) {
       const diff = elementDiff(have, want.get(name) ?? []);
-      const [add, remove] = quoted.length ? [diff.add.filter(untouched), diff.remove.filter(untouched)] : [diff.add, diff.remove];
+      const [add, remove] = [diff.add.filter(untouched), diff.remove.filter(untouched)];
       if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
       if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
     }

@@ -48,6 +48,8 @@ const ifSet = (name: string): SetDecl => ({ name, decl: 'type ifname;' });
 const ifMap = (name: string): SetDecl => ({ name, kind: 'map', decl: 'type ifname : mark;' });
 /** Sender mark (masked) . receiving port: the isolation checks (src/core/policy/zones.ts). */
 const peerSet = (name: string): SetDecl => ({ name, decl: 'typeof meta mark . oifname;' });
+/** Per-port state the packet path keeps (limiters, log sampling): capped, gone a minute after the port's last packet. */
+const meterDecl = (gc: string) => `type ifname; size ${PORT_CAP}; flags dynamic,timeout; timeout 1m; gc-interval ${gc};`;
 const counterSet = (name: string): SetDecl => ({ name, decl: `type ifname; size ${PORT_CAP}; flags dynamic,timeout; counter; gc-interval ${GC_INTERVAL.counters};` });
 
 /** Every static set of the table (rate classes come on top), in render order. */
@@ -97,7 +99,7 @@ export const FLOW_SET_DECLS: readonly SetDecl[] = [
 export const SAMPLE_SET_DECLS: readonly SetDecl[] = [
   ...DROP_REASONS.map((r) => sampleSet(r, 'iifname')),
   ...OUT_REASONS.map((r) => sampleSet(r, 'oifname')),
-].map((name) => ({ name, decl: `type ifname; size ${PORT_CAP}; flags dynamic,timeout; timeout 1m; gc-interval ${GC_INTERVAL.samples};` }));
+].map((name) => ({ name, decl: meterDecl(GC_INTERVAL.samples) }));
 
 /** Sets whose elements the kernel counts (never compared for drift, only pre-filled). */
 export const COUNTER_SETS: readonly SetDecl[] = [...DROP_REASONS.map((r) => counterSet(`d_${r}`)), ...IN_COUNTER_SETS.map(counterSet)];
@@ -337,7 +339,7 @@ function rateClass(kind: RateKind, rate: number): { sets: string[]; rule: string
   return {
     sets: [
       `set ${classSet(kind, rate)} { type ifname; }`,
-      `set ${lim} { type ifname; size ${PORT_CAP}; flags dynamic,timeout; timeout 1m; gc-interval ${GC_INTERVAL.limiters}; }`,
+      `set ${lim} { ${meterDecl(GC_INTERVAL.limiters)} }`,
     ],
     rule: `${key} @${classSet(kind, rate)} update @${lim} { ${key} limit rate over ${rate}/second burst ${rateBurst(rate)} packets } ${drop('rate_limit', key)}`,
   };
