@@ -29,14 +29,15 @@
 // `-a`, `-b`), deleted at the end, also on failure or Ctrl-C; the iperf3 server
 // started here is killed; the scratch dir is removed.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { VmRecord } from '../src/core/vm/record.js';
 import { run } from '../src/kernel/exec.js';
-import { ipBatch, ipJson, netnsAdd, netnsDelete } from '../src/kernel/netns.js';
+import { ipBatch, netnsAdd, netnsDelete } from '../src/kernel/netns.js';
+import { iperf, scratchCleanup, setupPair, startServer, warmUp } from './_pps-pair.js';
 import { nftApply, nftDeleteTable, nftList, type NftObject } from '../src/kernel/nft.js';
 import { FirewallPlane, type FirewallPlaneOptions } from '../src/firewall/firewall-plane.js';
 import { portElements } from '../src/firewall/guard-elements.js';
@@ -56,10 +57,9 @@ function pct(xs: readonly number[], p: number): number {
 }
 const median = (xs: readonly number[]) => pct(xs, 50);
 const label = (n: number) => (n % 1000 === 0 ? `${n / 1000}k` : String(n));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hex2 = (b: number) => b.toString(16).padStart(2, '0');
 
-interface Ctx {
+export interface Ctx {
   dp: string;
   table: string;
   tag: string;
@@ -69,6 +69,15 @@ interface Ctx {
   tmp: string;
   /** Every VM carries NIC_RULES (issue 6). */
   rules: boolean;
+}
+
+/** Guard defaults of every pps run: all guards on, rates high enough not to limit the measured flow. */
+export function benchDefaults(bridge: string): GuardDefaults {
+  return {
+    raGuard: true, sourceGuard: true, extensionHeaderFiltering: true,
+    rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
+    bridges: new Map([[bridge, { raGuard: true, allowedRaSources: [], mldSnooping: true }]]),
+  };
 }
 
 /** 3 ingress and 3 egress rules that let iperf3 (TCP control, UDP data on 5201) and ping through. */
@@ -217,34 +226,6 @@ async function finishLevel(l: Level, samples: number): Promise<LevelResult> {
   return r;
 }
 
-interface PpsRun { pps: number; sent: number; received: number; delivered: number; appPps: number }
-
-/** Packets the data-plane netns handed to a port's veth (what reached the VM's interface). */
-async function txPackets(c: Ctx, port: string): Promise<number> {
-  const [link] = await ipJson(c.dp, ['-s', 'link', 'show', 'dev', port]);
-  return Number((link?.['stats64'] as { tx?: { packets?: number } } | undefined)?.tx?.packets ?? NaN);
-}
-
-/**
- * One `iperf3 -u -b 0 -l 64` from VM a to VM b. pps = frames the bridge delivered
- * to b's port per second (b's port tx counter). The sender is the bottleneck and
- * pays for the bridge and the guards in its own softirq; iperf3's receiver loses
- * packets in its socket buffer at random, so its count is printed but not used.
- * Client on CPU 0, server on CPU 1 (`-A 0,1`): unpinned runs on the 2 shared
- * cores scattered twice as widely.
- */
-async function iperf(c: Ctx, nsA: string, portB: string, dst: string, secs: number): Promise<PpsRun> {
-  const before = await txPackets(c, portB);
-  const out = await run('nsenter', [`--net=/run/netns/${nsA}`, '--', 'iperf3', '-6', '-u', '-b', '0', '-l', '64', '-t', String(secs), '-J',
-    '-A', '0,1', '-c', dst], { timeoutMs: (secs + 20) * 1000 });
-  const delivered = (await txPackets(c, portB)) - before;
-  const j = JSON.parse(out) as { end?: { sum?: { packets?: number; lost_packets?: number; seconds?: number } }; error?: string };
-  const sum = j.end?.sum;
-  if (j.error || !sum?.packets || !sum.seconds) throw new Error(`iperf3: ${j.error ?? 'no summary'}`);
-  const received = sum.packets - (sum.lost_packets ?? 0);
-  return { pps: delivered / sum.seconds, sent: sum.packets, received, delivered, appPps: received / sum.seconds };
-}
-
 interface PpsResult { with: number[]; without: number[]; verified: boolean }
 
 /**
@@ -253,17 +234,8 @@ interface PpsResult { with: number[]; without: number[]; verified: boolean }
  * "with" run (its counters start at zero) and deleted for each "without" run.
  */
 async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProcess[]): Promise<PpsResult> {
-  const vms = (['a', 'b'] as const).map((x, k) => ({
-    ns: `${c.dp}-${x}`, port: `${x}${c.tag}`, mac: `52:54:00:fb:00:0${k + 1}`, addr: `fd00:fb::${k + 1}`,
-  }));
-  const [A, B] = [vms[0]!, vms[1]!];
-  await ipBatch(c.dp, [`link add ${c.bridge} type bridge`, `link set ${c.bridge} up`]);
-  for (const v of vms) {
-    await netnsAdd(v.ns);
-    await ipBatch(c.dp, [`link add ${v.port} type veth peer name eth0 netns ${v.ns}`, `link set ${v.port} master ${c.bridge} up`]);
-    await run('ip', ['netns', 'exec', v.ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.eth0.accept_dad=0']);
-    await ipBatch(v.ns, ['link set lo up', `link set eth0 address ${v.mac}`, 'link set eth0 up', `address add ${v.addr}/64 dev eth0 nodad`]);
-  }
+  const [A, B] = await setupPair(c.dp, c.tag, c.bridge);
+  const vms = [A, B];
   const real = vms.map((v, k) => withRules(c, vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge: c.bridge, mac: v.mac, address: `${v.addr}/64` }])));
   const recs = [...real, ...Array.from({ length: PPS_VMS - real.length }, (_, i) => syntheticVm(c, i))];
   const text = renderGuardTable({ family: 'bridge', table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
@@ -284,21 +256,9 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
   console.log(`kernel memory of the ${PPS_VMS}-VM guard table: ~${((await kernelKiB() - before) / 1024).toFixed(0)} MiB (vmalloc + slab)`);
   await nftDeleteTable(c.dp, 'bridge', c.table);
 
-  const server = spawn('nsenter', [`--net=/run/netns/${B.ns}`, '--', 'iperf3', '-s', '-B', B.addr], { stdio: 'ignore' });
-  server.on('error', () => {});
-  children.push(server);
+  startServer(B, children);
   await load();
-  // Legitimate traffic passes the guards (ND included) before anything is measured.
-  await run('ip', ['netns', 'exec', A.ns, 'ping', '-6', '-n', '-c', '2', '-i', '0.2', '-W', '2', B.addr]);
-  for (let i = 0; ; i++) {
-    try {
-      await iperf(c, A.ns, B.port, B.addr, 1); // warm-up, also waits for the server
-      break;
-    } catch (err) {
-      if (i >= 20) throw err;
-      await sleep(250);
-    }
-  }
+  await warmUp(c.dp, A, B);
 
   const res: PpsResult = { with: [], without: [], verified: true };
   for (let i = 0; i < runs; i++) {
@@ -306,7 +266,7 @@ async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProce
     for (const withRules of i % 2 === 0 ? [true, false] : [false, true]) {
       if (withRules) await load();
       else await nftDeleteTable(c.dp, 'bridge', c.table);
-      const r = await iperf(c, A.ns, B.port, B.addr, secs);
+      const r = await iperf(c.dp, A, B, secs);
       let note = '';
       if (withRules && c.rules) {
         // Rule-carrying ports: the first packet of the flow takes the full checks and the classes, the rest the
@@ -348,26 +308,10 @@ export async function main(args: string[]): Promise<void> {
   const bridge = `fwbr${tag}`;
   const c: Ctx = {
     dp, tag, bridge, table: `fwbench_${tag}`, tmp: await mkdtemp(join(tmpdir(), 'mtdbench-fw-')), rules,
-    defaults: {
-      raGuard: true, sourceGuard: true, extensionHeaderFiltering: true,
-      rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 },
-      bridges: new Map([[bridge, { raGuard: true, allowedRaSources: [], mldSnooping: true }]]),
-    },
+    defaults: benchDefaults(bridge),
   };
   const children: ChildProcess[] = [];
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
-    for (const ch of children) if (ch.exitCode === null) ch.kill('SIGTERM');
-    // The tables go with the namespace.
-    const all = [...levels.map((n) => levelNetns(dp, n)), `${dp}-a`, `${dp}-b`, dp];
-    for (const ns of all) await netnsDelete(ns).catch((e: unknown) => console.error(String(e)));
-    await rm(c.tmp, { recursive: true, force: true });
-  };
-  const onSignal = () => void cleanup().finally(() => process.exit(130));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const { cleanup, release } = scratchCleanup(children, [...levels.map((n) => levelNetns(dp, n)), `${dp}-a`, `${dp}-b`, dp], () => rm(c.tmp, { recursive: true, force: true }));
 
   const started = performance.now();
   let upd: LevelResult[] = [];
@@ -380,8 +324,7 @@ export async function main(args: string[]): Promise<void> {
     pps = await ppsBench(c, runs, 3, children);
   } finally {
     await cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    release();
   }
   console.log(`wall time ${((performance.now() - started) / 1000).toFixed(0)} s`);
 
