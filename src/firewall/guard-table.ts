@@ -162,9 +162,11 @@ function bridgeHooks(): string[][] {
     ['forward', 'type filter hook forward priority -200; policy accept;',
       // A sender mark is only ever set on a VM port's way in: a marked frame never came from an unknown port.
       `${FAST_OUT} counter accept comment "fast_out"`,
-      `${FAST_OUT_HOST} iifname @known_ports counter accept comment "fast_out_host"`,
+      // Flows before the mark-0 rule: VM-to-VM frames to ports with rules skip one rule (~1 %). The rules
+      // are disjoint (no rx_zone_pol element has segment 0), so a table with the earlier order is kept.
       `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
       `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_HOST} iifname @known_ports counter accept comment "fast_out_host"`,
       'oifname @vm_ports jump vm_out_forwarded'],
     ['output', 'type filter hook output priority -200; policy accept;', 'oifname @vm_ports jump vm_out'],
     // Fail closed: a port metald does not know (on any bridge in this table's reach) never reaches a VM.
@@ -188,9 +190,9 @@ function routedHooks(): string[][] {
     ['prerouting', 'type filter hook prerouting priority -300; policy accept;', FAST_IN, FAST_IN_FLOW('udp'), FAST_IN_FLOW('tcp'), 'iifname @vm_ports jump vm_in'],
     ['forward', 'type filter hook forward priority -300; policy accept;',
       `${FAST_OUT} counter accept comment "fast_out"`,
-      `${FAST_OUT_HOST} counter accept comment "fast_out_host"`,
       `${FAST_OUT_FLOW('udp')} counter accept comment "fast_out_flow"`,
       `${FAST_OUT_FLOW('tcp')} counter accept comment "fast_out_flow"`,
+      `${FAST_OUT_HOST} counter accept comment "fast_out_host"`,
       'oifname @vm_ports jump vm_out'],
     ['output', 'type filter hook output priority -300; policy accept;', 'oifname @vm_ports jump vm_out'],
   ];
