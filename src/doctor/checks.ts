@@ -4,6 +4,7 @@
 // are must-have follows from the config (see buildChecks).
 
 import { allBridges, type MetaldConfig } from '../config/schema.js';
+import type { TableRef } from './foreign-marks.js';
 
 export type Level = 'must' | 'advice';
 /** fail = a must-have is missing; warn = advice not followed; n-a = not checkable here. */
@@ -18,7 +19,9 @@ export type Probe =
   | { kind: 'nft'; family: NftFamily; rule?: string }
   | { kind: 'link'; feature: LinkFeature }
   | { kind: 'kvm' }
-  | { kind: 'binary'; file: string; args: readonly string[]; version: RegExp };
+  | { kind: 'binary'; file: string; args: readonly string[]; version: RegExp }
+  /** The target's ruleset: rules of tables other than `own` that set the packet mark. */
+  | { kind: 'marks'; own: readonly TableRef[] };
 
 export interface Check {
   id: string;
@@ -81,6 +84,8 @@ export interface DoctorContext {
   ipv6Enabled: boolean;
   bridges: number;
   extHdrFiltering: boolean;
+  /** metald's nftables tables (guard, routed guard, host firewall). */
+  ownTables: readonly TableRef[];
 }
 
 export function doctorContext(cfg: MetaldConfig, target: Target): DoctorContext {
@@ -90,6 +95,11 @@ export function doctorContext(cfg: MetaldConfig, target: Target): DoctorContext 
     ipv6Enabled: cfg.ipv6.enabled,
     bridges: cfg.ipv6.enabled ? allBridges(cfg).length : 0,
     extHdrFiltering: cfg.ipv6.security.enable_extension_header_filtering,
+    ownTables: [
+      { family: 'bridge', name: `${cfg.instance_name}_guard` },
+      { family: 'ip6', name: `${cfg.instance_name}_routed` },
+      { family: 'ip6', name: `${cfg.instance_name}_security` },
+    ],
   };
 }
 
@@ -152,6 +162,15 @@ export function buildChecks(ctx: DoctorContext): Check[] {
       probe: { kind: 'nft', family: 'bridge', rule: 'ct state established accept' },
       expected: 'supported',
       fix: 'kernel with CONFIG_NF_CONNTRACK_BRIDGE (optional: metald\'s port guards are stateless)',
+    },
+    {
+      id: 'nft.foreign-marks',
+      title: 'no other table sets packet marks',
+      // Decision 0027: a non-zero mark on traffic towards a VM is read as the sending VM's tenant and VLAN.
+      level: 'advice',
+      probe: { kind: 'marks', own: ctx.ownTables },
+      expected: 'none',
+      fix: 'leave the mark of traffic to and from VM bridges at 0 in that table: metald reads a mark as the sending VM\'s tenant and VLAN, so marked traffic to VMs is judged by tenant isolation (decision 0027)',
     },
     {
       id: 'link.bridge',

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
 import { CommandError, run } from '../kernel/exec.js';
+import { foreignMarkSetters, type TableRef } from './foreign-marks.js';
 import { assertNetnsName } from '../kernel/names.js';
 import { ipIn, ipJson, netnsAdd, netnsDelete, netnsExists } from '../kernel/netns.js';
 import {
@@ -95,6 +96,20 @@ async function observeSysctl(target: Target, probe: Extract<Probe, { kind: 'sysc
     };
   }
   return { ok: false, found: 'missing', fix: 'this kernel has no such key (IPv6 disabled?)' };
+}
+
+/** Other tables of the target that set the packet mark (decision 0027). */
+async function observeMarks(target: Target, own: readonly TableRef[], netnsPresent: boolean): Promise<Observation> {
+  if (!netnsPresent) return { ok: true, na: true, found: 'no namespace yet', note: 'the namespace does not exist: nothing to read' };
+  const argv = ['-j', 'list', 'ruleset'];
+  let text: string;
+  try {
+    text = target.kind === 'root' ? await run('nft', argv) : await run('ip', ['netns', 'exec', target.name, 'nft', ...argv]);
+  } catch (err) {
+    return { ok: false, found: `cannot list the ruleset (${errorText(err)})` };
+  }
+  const setters = foreignMarkSetters(text.trim() ? JSON.parse(text) : {}, own);
+  return setters.length ? { ok: false, found: `set by ${setters.join(', ')}` } : { ok: true, found: 'none' };
 }
 
 // ---- kernel features (scratch namespace) ----
@@ -224,6 +239,8 @@ export async function probeChecks(checks: readonly Check[], o: ProbeOptions): Pr
         return judge(c, await observeKvm());
       case 'binary':
         return judge(c, await observeBinary(p));
+      case 'marks':
+        return judge(c, await observeMarks(o.target, p.own, netnsPresent));
     }
   };
   const all = async (ns: string | undefined) => {

@@ -117,6 +117,23 @@ describe('metald doctor on this host', { timeout: 120_000 }, () => {
     assert.equal((await ours()).filter((n) => n.startsWith(`${INST}-doctor-`)).length, 0);
   });
 
+  it('warns about another table that sets packet marks (decision 0027), not about metald\'s own', async () => {
+    const nft = (text: string) => run('ip', ['netns', 'exec', NS, 'nft', '-f', '-'], { input: text });
+    const check = async () => get((await runDoctor({ config, netns: NS })).results, 'nft.foreign-marks');
+    try {
+      await nft(`table bridge ${config.instance_name}_guard {\n  chain c {\n    meta mark set 0x1001\n  }\n}\n`);
+      const own = await check();
+      assert.deepEqual([own.status, own.found], ['pass', 'none']);
+      await nft('table inet marker {\n  chain pre {\n    type filter hook prerouting priority -150; policy accept;\n    meta mark set 0x4000\n  }\n}\n');
+      const r = await check();
+      assert.deepEqual([r.status, r.level, r.found], ['warn', 'advice', 'set by inet marker/pre']);
+      assert.match(r.fix, /decision 0027/);
+    } finally {
+      await run('ip', ['netns', 'exec', NS, 'nft', 'delete', 'table', 'inet', 'marker']).catch(() => undefined);
+      await run('ip', ['netns', 'exec', NS, 'nft', 'delete', 'table', 'bridge', `${config.instance_name}_guard`]).catch(() => undefined);
+    }
+  });
+
   it('detects KVM from /dev/kvm plus kvm_intel or kvm_amd', async () => {
     const sys = path.join(dir, 'sys');
     mkdirSync(path.join(sys, 'kvm_pvm'), { recursive: true });
