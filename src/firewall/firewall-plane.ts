@@ -12,7 +12,7 @@ import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { declaredNames, elementDiff, expectedCounts, ruleCounts, sameCounts } from './kernel-view.js';
+import { classChains, declaredNames, elementDiff, expectedCounts, ruleCounts, sameCounts } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -50,10 +50,12 @@ export interface FirewallStats {
   elementUpdates: number;
   driftRepairs: number;
   checks: number;
+  /** Policy classes (chains) removed because no VM used them any more. */
+  classesRemoved: number;
 }
 
 export class FirewallPlane implements NetworkPlane {
-  readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0 };
+  readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0, classesRemoved: 0 };
   /** Each VM's guard elements as last written. */
   private applied = new Map<string, ElementMap>();
   /** Record revision of each VM as last written: a pass between full checks recomputes only changed VMs. */
@@ -392,7 +394,12 @@ export class FirewallPlane implements NetworkPlane {
   private async syncElements(listed: ReadonlyMap<string, NftObject[]>, touched: ReadonlySet<string>): Promise<void> {
     const vms = [...this.known.values()];
     const ports = this.guards(vms);
+    // Policy classes no VM uses any more (its VMs deleted or their rules changed) go with this check:
+    // VMs with rules of their own would otherwise leave a chain each behind.
+    const inUse = new Set(policyClasses(ports).map((c) => c.chain));
     const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
+    // Forgotten only now that missing classes have their ids: no id is reused in the transaction that frees it.
+    for (const c of [...this.classIds.keys()]) if (!inUse.has(c)) this.classIds.delete(c);
     const want = mergeElements(ports, this.trusted(), this.classIds);
     const quoted = [...touched].map((p) => `"${p}"`);
     const untouched = (el: string) => !quoted.some((q) => el.includes(q));
@@ -402,9 +409,10 @@ export class FirewallPlane implements NetworkPlane {
       if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
       if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
     }
-    // The class dispatch: one element per class this plane knows.
+    // The class dispatch: one element per class this plane knows; unused classes are removed apart.
     const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
-    const classDiff = elementDiff(vmap, [...this.classIds].map(([chain, id]) => classElement(chain, id)));
+    const gc = await this.unusedClasses(vmap, inUse);
+    const classDiff = elementDiff(vmap, [...[...this.classIds].map(([chain, id]) => classElement(chain, id)), ...gc.elements]);
     if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
     if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
     if (this.opts.host) {
@@ -421,9 +429,15 @@ export class FirewallPlane implements NetworkPlane {
         const els = want.get(s.name) ?? [];
         if (els.length) lines.push(`add element ${this.ref} ${s.name} { ${els.join(', ')} }`);
       }
-      await this.write(lines);
+    }
+    if (lines.length > 0 || gc.lines.length > 0) await this.write([...lines, ...gc.lines]);
+    if (lines.length > 0) {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
+    }
+    if (gc.chains > 0) {
+      this.stats.classesRemoved += gc.chains;
+      this.opts.log.info({ classes: gc.chains }, 'unused policy classes removed');
     }
     // A VM written meanwhile keeps what its own write recorded: had that write failed, the next pass
     // must still see it unwritten and retry it (e.g. an isolation), not wait for the next full check.
@@ -441,6 +455,25 @@ export class FirewallPlane implements NetworkPlane {
       if (a) this.applied.set(v.id, a);
       if (w !== undefined) this.written.set(v.id, w);
     }
+  }
+
+  /**
+   * Policy class chains in the kernel that no VM uses: their dispatch elements (as listed, so the
+   * diff leaves them to this) and the commands that remove both, elements first in the same
+   * transaction (the kernel refuses to delete a chain still referenced).
+   */
+  private async unusedClasses(vmap: readonly NftObject[], inUse: ReadonlySet<string>): Promise<{ elements: string[]; lines: string[]; chains: number }> {
+    const elements: string[] = [];
+    for (const [id, target] of mapEntries(vmap)) {
+      const chain = (target as { goto?: { target?: string } })?.goto?.target;
+      if (typeof id === 'number' && chain && !inUse.has(chain)) elements.push(classElement(chain, id));
+    }
+    const chains = classChains(await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable).filter((c) => !inUse.has(c));
+    const lines = [
+      ...(elements.length ? [`delete element ${this.ref} ${CLASS_VMAP} { ${elements.map((e) => e.split(' : ')[0]).join(', ')} }`] : []),
+      ...chains.flatMap((c) => [`flush chain ${this.ref} ${c}`, `delete chain ${this.ref} ${c}`]),
+    ];
+    return { elements, lines, chains: chains.length };
   }
 
   private guardInput(vms: readonly VmRecord[]) {

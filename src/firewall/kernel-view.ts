@@ -106,3 +106,9 @@ export function declaredNames(family: string, table: string, text: string): stri
   const end = text.indexOf('\n}\n', start);
   return [...text.slice(start, end).matchAll(/^\t(chain|set) (\S+) \{/gm)].map((m) => `${m[1]} ${m[2]}`);
 }
+
+/** Policy class chains (`pc_…`, compile.ts) of `table` in an `nft -j list chains` answer. */
+export function classChains(objs: readonly NftObject[], table: string): string[] {
+  return objs.map((o) => o['chain'] as { table?: string; name?: string } | undefined)
+    .filter((c) => c?.table === table && c.name?.startsWith('pc_') === true).map((c) => c!.name!);
+}

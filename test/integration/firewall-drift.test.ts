@@ -134,6 +134,47 @@ test('rules and tenants: a restarted plane adopts class ids and tenant numbers a
   assert.equal(await vmap(), v1, 'the class dispatch was restored');
 });
 
+test('policy classes no VM uses any more are removed by the next full check (chain and dispatch), and come back when used again', async () => {
+  const own = (v: ReturnType<typeof vm>, port: number) => ({
+    ...v, config: { network: [{ id: 'eth0', security_policy: { ingress_rules: [`allow tcp from any to any port ${port}`] } }] },
+  });
+  const F = own(vm('f', 'vpf', '52:54:00:00:00:0f', 'fd00:10::f/64'), 7001);
+  const G = own(vm('g', 'vpg', '52:54:00:00:00:10', 'fd00:10::10/64'), 7002);
+  await plane.reconcile([A, B]);
+  const chains = async () => (await nftList(ns, ['chains', 'bridge'])).map((o) => o['chain'] as { table?: string; name?: string })
+    .filter((c) => c?.table === 'fwt_guard' && c.name?.startsWith('pc_')).map((c) => c.name!).sort();
+  const targets = async () => ((await nftList(ns, ['map', 'bridge', 'fwt_guard', 'pol_chains']))[0]?.['map'] as { elem?: [number, { goto: { target: string } }][] })
+    .elem?.map(([, v]) => v.goto.target).sort() ?? [];
+  assert.deepEqual(await chains(), [], 'classes of VMs gone before this test were removed');
+  await plane.ensureVm(F);
+  const ofF = await chains();
+  await plane.ensureVm(G);
+  const both = await chains();
+  assert.equal(both.length, ofF.length + 1, 'G brings a class of its own');
+  await plane.removeVm(F);
+  assert.deepEqual(await chains(), both, 'a delete leaves the class to the next full check');
+  const [repairs, removed] = [plane.stats.driftRepairs, plane.stats.classesRemoved];
+  await plane.reconcile([A, B, G]);
+  const ofG = both.filter((c) => !ofF.includes(c));
+  assert.deepEqual(await chains(), ofG, "only F's class went");
+  assert.deepEqual(await targets(), ofG, 'its dispatch element went with it');
+  assert.equal(plane.stats.classesRemoved, removed + 1);
+  assert.equal(plane.stats.driftRepairs, repairs, 'removing an unused class is no drift repair');
+  const writes = plane.stats.writes;
+  await plane.reconcile([A, B, G]);
+  assert.equal(plane.stats.writes, writes, 'the next full check finds nothing');
+  // F again: its class is added anew (with a rule body, not an empty chain) and dispatched.
+  await plane.ensureVm(F);
+  assert.deepEqual(await chains(), both);
+  assert.deepEqual(await targets(), both);
+  const body = (await nftList(ns, ['chain', 'bridge', 'fwt_guard', ofF[0]!])).filter((o) => 'rule' in o);
+  assert.ok(body.length > 0, 'the class chain has its rules');
+  await plane.removeVm(F);
+  await plane.removeVm(G);
+  await plane.reconcile([A, B]);
+  assert.deepEqual(await chains(), []);
+});
+
 test('a table of the earlier layout (fixed-size sets, 1 s GC, no layout chain) is replaced whole by the next check', async () => {
   await plane.reconcile([A, B]);
   const sets = async () => (await nftList(ns, ['sets', 'bridge'])).map((o) => o['set'] as { name: string; table: string; size?: number; 'gc-interval'?: number; flags?: string[] })
