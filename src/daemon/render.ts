@@ -1,6 +1,6 @@
 import { allBridges, type MetaldConfig } from '../config/schema.js';
 import type { VmRecord } from '../core/vm/record.js';
-import { renderTables } from '../firewall/firewall-plane.js';
+import { renderTables } from '../firewall/render-tables.js';
 import { radvdInput, type RadvdBridge, type RadvdOptions } from '../network/radvd/input.js';
 import { radvdInputIsEmpty, renderRadvdConf } from '../network/radvd/render.js';
 import { firewallOptions, routedFirewallOptions } from './firewall-from-config.js';

@@ -8,11 +8,12 @@ import {
   classIdsFor, COUNTER_SETS, policyClassCommands, policyClasses, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily,
 } from './guard-table.js';
 import { TenantIndex } from './tenant-index.js';
+import { renderTables } from './render-tables.js';
 import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { classChains, declaredNames, elementDiff, expectedCounts, ruleCounts, sameCounts } from './kernel-view.js';
+import { declaredNames, elementDiff, expectedCounts, mapEntries, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -411,7 +412,7 @@ export class FirewallPlane implements NetworkPlane {
     }
     // The class dispatch: one element per class this plane knows; unused classes are removed apart.
     const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
-    const gc = await this.unusedClasses(vmap, inUse);
+    const gc = unusedClasses(this.ref, vmap, await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable, inUse);
     const classDiff = elementDiff(vmap, [...[...this.classIds].map(([chain, id]) => classElement(chain, id)), ...gc.elements]);
     if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
     if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
@@ -457,25 +458,6 @@ export class FirewallPlane implements NetworkPlane {
     }
   }
 
-  /**
-   * Policy class chains in the kernel that no VM uses: their dispatch elements (as listed, so the
-   * diff leaves them to this) and the commands that remove both, elements first in the same
-   * transaction (the kernel refuses to delete a chain still referenced).
-   */
-  private async unusedClasses(vmap: readonly NftObject[], inUse: ReadonlySet<string>): Promise<{ elements: string[]; lines: string[]; chains: number }> {
-    const elements: string[] = [];
-    for (const [id, target] of mapEntries(vmap)) {
-      const chain = (target as { goto?: { target?: string } })?.goto?.target;
-      if (typeof id === 'number' && chain && !inUse.has(chain)) elements.push(classElement(chain, id));
-    }
-    const chains = classChains(await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable).filter((c) => !inUse.has(c));
-    const lines = [
-      ...(elements.length ? [`delete element ${this.ref} ${CLASS_VMAP} { ${elements.map((e) => e.split(' : ')[0]).join(', ')} }`] : []),
-      ...chains.flatMap((c) => [`flush chain ${this.ref} ${c}`, `delete chain ${this.ref} ${c}`]),
-    ];
-    return { elements, lines, chains: chains.length };
-  }
-
   private guardInput(vms: readonly VmRecord[]) {
     return {
       family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup, classIds: this.classIds,
@@ -493,28 +475,4 @@ export class FirewallPlane implements NetworkPlane {
     this.chain = next.catch(() => {});
     return next;
   }
-}
-
-
-/** [key, value] of each element of a `nft -j list map` answer. */
-function mapEntries(objs: readonly NftObject[]): [unknown, unknown][] {
-  const body = objs.find((o) => 'map' in o)?.['map'] as { elem?: unknown[] } | undefined;
-  return (body?.elem ?? []).filter((e): e is [unknown, unknown] => Array.isArray(e) && e.length === 2);
-}
-
-export function renderTables(
-  opts: Pick<FirewallPlaneOptions, 'family' | 'guardTable' | 'hostTable' | 'defaults' | 'host' | 'guardLogGroup'>,
-  vms: readonly VmRecord[],
-  trusted: readonly string[] = [],
-  tenants = new TenantIndex(),
-  classIds: ReadonlyMap<string, number> = new Map(),
-): string {
-  const family = opts.family ?? 'bridge';
-  const all = portGuards(vms, opts.defaults, (t) => tenants.get(t));
-  const ports = all.filter((p) => p.routed === (family === 'ip6'));
-  const guard = renderGuardTable({
-    family, table: opts.guardTable, ports, trustedPorts: trusted, defaultRates: opts.defaults.rates, logGroup: opts.guardLogGroup, classIds,
-  });
-  const routed = all.filter((p) => p.routed).map((p) => p.device);
-  return opts.host ? `${guard}${renderHostTable({ ...opts.host, table: opts.hostTable, routedDevices: routed })}` : guard;
 }

@@ -1,5 +1,6 @@
 import { isIpv6, formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
 import type { NftObject } from '../kernel/nft.js';
+import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
 
 // PURE: reading `nft -j` output back into the terms the renderer writes, so
 // the plane can diff the kernel against the desired tables.
@@ -107,8 +108,30 @@ export function declaredNames(family: string, table: string, text: string): stri
   return [...text.slice(start, end).matchAll(/^\t(chain|set) (\S+) \{/gm)].map((m) => `${m[1]} ${m[2]}`);
 }
 
-/** Policy class chains (`pc_…`, compile.ts) of `table` in an `nft -j list chains` answer. */
-export function classChains(objs: readonly NftObject[], table: string): string[] {
-  return objs.map((o) => o['chain'] as { table?: string; name?: string } | undefined)
-    .filter((c) => c?.table === table && c.name?.startsWith('pc_') === true).map((c) => c!.name!);
+/** [key, value] of each element of a `nft -j list map` answer. */
+export function mapEntries(objs: readonly NftObject[]): [unknown, unknown][] {
+  const body = objs.find((o) => 'map' in o)?.['map'] as { elem?: unknown[] } | undefined;
+  return (body?.elem ?? []).filter((e): e is [unknown, unknown] => Array.isArray(e) && e.length === 2);
+}
+
+/**
+ * Policy class chains (`pc_…`, compile.ts) of `table` that no VM uses, from the `pol_chains` vmap
+ * and `nft -j list chains` listings: their dispatch elements (as listed, so an element diff can
+ * leave them out) and the commands that remove both, elements first in the same transaction (the
+ * kernel refuses to delete a chain still referenced).
+ */
+export function unusedClasses(ref: string, vmap: readonly NftObject[], chainList: readonly NftObject[], table: string, inUse: ReadonlySet<string>):
+  { elements: string[]; lines: string[]; chains: number } {
+  const elements: string[] = [];
+  for (const [id, target] of mapEntries(vmap)) {
+    const chain = (target as { goto?: { target?: string } })?.goto?.target;
+    if (typeof id === 'number' && chain && !inUse.has(chain)) elements.push(classElement(chain, id));
+  }
+  const chains = chainList.map((o) => o['chain'] as { table?: string; name?: string } | undefined)
+    .filter((c) => c?.table === table && c.name?.startsWith('pc_') === true && !inUse.has(c.name)).map((c) => c!.name!);
+  const lines = [
+    ...(elements.length ? [`delete element ${ref} ${CLASS_VMAP} { ${elements.map((e) => e.split(' : ')[0]).join(', ')} }`] : []),
+    ...chains.flatMap((c) => [`flush chain ${ref} ${c}`, `delete chain ${ref} ${c}`]),
+  ];
+  return { elements, lines, chains: chains.length };
 }
