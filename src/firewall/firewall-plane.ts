@@ -76,6 +76,8 @@ export class FirewallPlane implements NetworkPlane {
   private structureOk = false;
   /** Ports written while a full check lists the sets (undefined when none is listing). */
   private touched: Set<string> | undefined;
+  /** A full check is listing the sets: a reconcile meanwhile checks cheaply (its listing could predate the first one's repair). */
+  private listing = false;
 
   private readonly family: GuardFamily;
   /** "<family> <table>" as nft commands name the guard table. */
@@ -128,7 +130,7 @@ export class FirewallPlane implements NetworkPlane {
   async reconcile(vms: readonly VmRecord[]): Promise<void> {
     const listSets = await this.serial(async () => {
       const every = this.opts.elementCheckEvery ?? 6;
-      const fullCheck = this.stats.checks % every === 0;
+      const fullCheck = this.stats.checks % every === 0 && !this.listing;
       this.stats.checks++;
       this.known = new Map(vms.map((v) => [v.id, v]));
       this.structureOk = false;
@@ -137,6 +139,7 @@ export class FirewallPlane implements NetworkPlane {
       if (!fullCheck) await this.writeChangedPorts();
       if (!fullCheck || replaced) return undefined;
       this.touched = new Set();
+      this.listing = true;
       return this.elementSetNames();
     });
     if (listSets) {
@@ -149,6 +152,7 @@ export class FirewallPlane implements NetworkPlane {
         await this.serial(async () => {
           const touched = this.touched;
           this.touched = undefined;
+          this.listing = false;
           if (have) await this.syncElements(have, touched ?? new Set());
         });
       }

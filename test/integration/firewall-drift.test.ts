@@ -216,3 +216,24 @@ test('a full check lists the sets outside the lock: a VM added and one removed m
   await plane.removeVm(C);
   await plane.ensureVm(B);
 });
+
+test('two reconciles at once: the second checks cheaply while the first lists, so neither undoes what was written meanwhile', async () => {
+  await plane.reconcile([A, B]);
+  const { log, lines } = memoryLog();
+  const watched = new FirewallPlane(new UnmanagedNetworkPlane(), { ...opts, log });
+  await watched.reconcile([A, B]);
+  await watched.ensureVm(C);
+  const first = watched.reconcile([A, B, C]);
+  // The first lists the sets (one `nft -j list` each); meanwhile C goes and the daemon's next pass starts.
+  await new Promise((r) => setTimeout(r, 30));
+  await watched.removeVm(C);
+  const second = watched.reconcile([A, B]);
+  await Promise.all([first, second]);
+  assert.deepEqual(lines, [], 'no failed write, no repair');
+  assert.equal(watched.stats.driftRepairs, 0);
+  assert.ok(!(await elements('port_mac')).some((e) => e.includes('vpc')), 'C stays gone');
+  const writes = watched.stats.writes;
+  await watched.reconcile([A, B]);
+  await watched.reconcile([A, B]);
+  assert.equal(watched.stats.writes, writes, 'later checks, full ones included, find nothing to do');
+});
