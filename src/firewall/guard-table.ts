@@ -321,9 +321,14 @@ export function policyClasses(ports: readonly PortGuard[]): CompiledClass[] {
   return [...m.values()].sort((a, b) => (a.chain < b.chain ? -1 : a.chain > b.chain ? 1 : 0));
 }
 
-/** Commands that add a policy class to an existing table `ref` (chain, rules, its dispatch element). */
+/**
+ * Commands that add a policy class to an existing table `ref` (chain, rules, its dispatch element).
+ * The chain is flushed first: it may be there without its dispatch element (lost to drift, then
+ * a restart), and its rules must not be added twice.
+ */
 export function policyClassCommands(ref: string, c: CompiledClass, id: number): string[] {
-  return [`add chain ${ref} ${c.chain}`, ...c.body.map((l) => `add rule ${ref} ${c.chain} ${l}`), `add element ${ref} ${CLASS_VMAP} { ${classElement(c.chain, id)} }`];
+  return [`add chain ${ref} ${c.chain}`, `flush chain ${ref} ${c.chain}`, ...c.body.map((l) => `add rule ${ref} ${c.chain} ${l}`),
+    `add element ${ref} ${CLASS_VMAP} { ${classElement(c.chain, id)} }`];
 }
 
 /** Rate classes: the defaults plus each distinct (kind, rate) in use, sorted. */

@@ -132,6 +132,15 @@ test('rules and tenants: a restarted plane adopts class ids and tenant numbers a
   nft(`delete element bridge fwt_guard pol_chains { ${id} }\n`);
   await again.reconcile(all);
   assert.equal(await vmap(), v1, 'the class dispatch was restored');
+  // Lost while no metald ran: a new process adopts the ids without it and adds the class anew, its chain
+  // still in the kernel; the chain ends up with its rules once, not twice.
+  const chain = (JSON.parse(v1) as { map: { elem: [number, { goto: { target: string } }][] } }).map.elem[0]![1].goto.target;
+  const rules = async () => (await nftList(ns, ['chain', 'bridge', 'fwt_guard', chain])).filter((o) => 'rule' in o).length;
+  const count = await rules();
+  nft(`delete element bridge fwt_guard pol_chains { ${id} }\n`);
+  await new FirewallPlane(new UnmanagedNetworkPlane(), opts).reconcile(all);
+  assert.equal(await rules(), count, 'the class chain holds its rules once');
+  assert.match(await vmap(), new RegExp(chain));
 });
 
 test('policy classes no VM uses any more are removed by the next full check (chain and dispatch), and come back when used again', async () => {
