@@ -5,7 +5,8 @@
 // A bucket stops counting an hour after the latest allocation in it, so the
 // window errs on the side of counting an allocation up to 1 s too long, never
 // too short (and is exact when a second holds one allocation time). Clocks may
-// go backwards: a bucket is inserted in order.
+// go backwards: a bucket is inserted in order; what left the window at the
+// latest time counted at stays out (the hour is measured from that time).
 
 export const HOUR_MS = 3_600_000;
 
