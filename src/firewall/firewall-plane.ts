@@ -13,7 +13,7 @@ import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { declaredNames, elementDiff, expectedCounts, mapEntries, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
+import { declaredNames, elementDiff, expectedCounts, mapEntries, rateClassRemoval, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -51,7 +51,7 @@ export interface FirewallStats {
   elementUpdates: number;
   driftRepairs: number;
   checks: number;
-  /** Policy classes (chains) removed because no VM used them any more. */
+  /** Policy and rate classes removed because no VM used them any more. */
   classesRemoved: number;
 }
 
@@ -417,6 +417,7 @@ export class FirewallPlane implements NetworkPlane {
     // The class dispatch: one element per class this plane knows; unused classes are removed apart.
     const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
     const gc = unusedClasses(this.ref, vmap, await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable, inUse);
+    const rates = await this.unusedRateClasses(ports);
     const classDiff = elementDiff(vmap, [...[...this.classIds].map(([chain, id]) => classElement(chain, id)), ...gc.elements]);
     if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
     if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
@@ -435,14 +436,15 @@ export class FirewallPlane implements NetworkPlane {
         if (els.length) lines.push(`add element ${this.ref} ${s.name} { ${els.join(', ')} }`);
       }
     }
-    if (lines.length > 0 || gc.lines.length > 0) await this.write([...lines, ...gc.lines]);
+    if (lines.length > 0 || gc.lines.length > 0 || rates.lines.length > 0) await this.write([...lines, ...gc.lines, ...rates.lines]);
+    for (const c of rates.classes) this.classes.delete(c);
     if (lines.length > 0) {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
     }
-    if (gc.chains > 0) {
-      this.stats.classesRemoved += gc.chains;
-      this.opts.log.info({ classes: gc.chains }, 'unused policy classes removed');
+    if (gc.chains + rates.classes.length > 0) {
+      this.stats.classesRemoved += gc.chains + rates.classes.length;
+      this.opts.log.info({ policy_classes: gc.chains, rate_classes: rates.classes.length }, 'unused classes removed');
     }
     // A VM written meanwhile keeps what its own write recorded: had that write failed, the next pass
     // must still see it unwritten and retry it (e.g. an isolation), not wait for the next full check.
@@ -460,6 +462,20 @@ export class FirewallPlane implements NetworkPlane {
       if (a) this.applied.set(v.id, a);
       if (w !== undefined) this.written.set(v.id, w);
     }
+  }
+
+  /** Rate classes (besides the defaults) no port uses any more, and the commands that remove them. */
+  private async unusedRateClasses(ports: readonly PortGuard[]): Promise<{ classes: string[]; lines: string[] }> {
+    const inUse = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
+    const classes = [...this.classes].filter((c) => !inUse.has(c));
+    const lines: string[] = [];
+    const chains = new Map<string, NftObject[]>();
+    for (const c of classes) {
+      const [kind, rate] = c.split('/') as [RateKind, string];
+      if (!chains.has(kind)) chains.set(kind, await nftList(this.opts.netns, ['chain', this.family, this.opts.guardTable, `rate_${kind}`]));
+      lines.push(...rateClassRemoval(this.ref, chains.get(kind)!, kind, Number(rate)));
+    }
+    return { classes, lines };
   }
 
   private guardInput(vms: readonly VmRecord[]) {

@@ -1,6 +1,8 @@
 import { isIpv6, formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
 import type { NftObject } from '../kernel/nft.js';
 import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
+import { classSet, limiterSet } from './guard-names.js';
+import type { RateKind } from './port-guard.js';
 
 // PURE: reading `nft -j` output back into the terms the renderer writes, so
 // the plane can diff the kernel against the desired tables.
@@ -134,4 +136,17 @@ export function unusedClasses(ref: string, vmap: readonly NftObject[], chainList
     ...chains.flatMap((c) => [`flush chain ${ref} ${c}`, `delete chain ${ref} ${c}`]),
   ];
   return { elements, lines, chains: chains.length };
+}
+
+/**
+ * Commands that remove rate class `kind`/`rate` (decision 0017) from table `ref`: its rule in chain
+ * rate_<kind> (found by handle in `rateChain`, an `nft -j -a list chain` answer), then its port set
+ * and limiter set, in that order in one transaction.
+ */
+export function rateClassRemoval(ref: string, rateChain: readonly NftObject[], kind: RateKind, rate: number): string[] {
+  const ref_ = `"@${classSet(kind, rate)}"`;
+  const rules = rateChain.map((o) => o['rule'] as { handle?: number; expr?: unknown } | undefined)
+    .filter((r) => r?.handle !== undefined && JSON.stringify(r.expr).includes(ref_))
+    .map((r) => `delete rule ${ref} rate_${kind} handle ${r!.handle}`);
+  return [...rules, `delete set ${ref} ${classSet(kind, rate)}`, `delete set ${ref} ${limiterSet(kind, rate)}`];
 }

@@ -184,6 +184,33 @@ test('policy classes no VM uses any more are removed by the next full check (cha
   assert.deepEqual(await chains(), []);
 });
 
+test('a rate class no port uses any more goes with the next full check (rule, port set, limiter set); the defaults stay', async () => {
+  const H = { ...vm('h', 'vph', '52:54:00:00:00:11', 'fd00:10::11/64'), config: { network: [{ id: 'eth0', ipv6: { security: { nd_rate_limit: 77 } } }] } };
+  await plane.reconcile([A, B]);
+  const sets = async () => (await nftList(ns, ['sets', 'bridge'])).map((o) => o['set'] as { table?: string; name?: string })
+    .filter((x) => x?.table === 'fwt_guard' && /^(rlp|lim)_nd_/.test(x.name ?? '')).map((x) => x.name!).sort();
+  const rules = async () => (await nftList(ns, ['chain', 'bridge', 'fwt_guard', 'rate_nd'])).filter((o) => 'rule' in o).length;
+  const [before, ruleCount] = [await sets(), await rules()];
+  await plane.ensureVm(H);
+  assert.deepEqual(await sets(), [...before, 'lim_nd_77', 'rlp_nd_77'].sort());
+  assert.equal(await rules(), ruleCount + 1);
+  await plane.removeVm(H);
+  const [repairs, removed] = [plane.stats.driftRepairs, plane.stats.classesRemoved];
+  await plane.reconcile([A, B]);
+  assert.deepEqual(await sets(), before, 'its port and limiter sets went');
+  assert.equal(await rules(), ruleCount, 'its rule went');
+  assert.equal(plane.stats.classesRemoved, removed + 1);
+  assert.equal(plane.stats.driftRepairs, repairs);
+  // The structure check still holds (one rule per class set): nothing is replaced, and H can come back.
+  const full = plane.stats.fullApplies;
+  await plane.reconcile([A, B]);
+  await plane.ensureVm(H);
+  assert.equal(await rules(), ruleCount + 1);
+  await plane.removeVm(H);
+  await plane.reconcile([A, B]);
+  assert.equal(plane.stats.fullApplies, full);
+});
+
 test('a table of the earlier layout (fixed-size sets, 1 s GC, no layout chain) is replaced whole by the next check', async () => {
   await plane.reconcile([A, B]);
   const sets = async () => (await nftList(ns, ['sets', 'bridge'])).map((o) => o['set'] as { name: string; table: string; size?: number; 'gc-interval'?: number; flags?: string[] })
