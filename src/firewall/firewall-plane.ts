@@ -3,17 +3,16 @@ import { nftApply, nftList, type NftObject } from '../kernel/nft.js';
 import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
 import { elementDelta, mergeElements, type ElementMap } from './guard-elements.js';
-import { classSet, parseClassSet } from './guard-names.js';
-import {
-  classIdsFor, COUNTER_SETS, policyClassCommands, policyClasses, rateClassCommands, rateClasses, renderGuardTable, STATIC_SETS, type GuardFamily,
-} from './guard-table.js';
+import { parseClassSet } from './guard-names.js';
+import { COUNTER_SETS, policyClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
 import { TenantIndex } from './tenant-index.js';
+import { ClassBook } from './class-book.js';
 import { renderTables } from './render-tables.js';
-import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
+import { CLASS_VMAP } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { declaredNames, elementDiff, expectedCounts, mapEntries, rateClassRemoval, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
+import { declaredNames, elementDiff, expectedCounts, mapEntries, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -63,10 +62,7 @@ export class FirewallPlane implements NetworkPlane {
   private written = new Map<string, number>();
   /** Each VM's elements in the host table (its routed devices in vm_bridges), when this plane owns it. */
   private appliedHost = new Map<string, ElementMap>();
-  /** Rate classes ("nd/1000") the kernel table has. */
-  private classes = new Set<string>();
-  /** Policy class chain -> its id in pol_chains, as the kernel table has them. */
-  private classIds = new Map<string, number>();
+  private readonly classes: ClassBook;
   /** Whether class ids and tenant numbers were read back from a table we kept. */
   private adopted = false;
   private readonly tenants: TenantIndex;
@@ -86,6 +82,7 @@ export class FirewallPlane implements NetworkPlane {
   constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {
     this.family = opts.family ?? 'bridge';
     this.ref = `${this.family} ${opts.guardTable}`;
+    this.classes = new ClassBook(this.ref, opts.defaults.rates);
     this.tenants = opts.tenants ?? new TenantIndex();
   }
 
@@ -168,7 +165,7 @@ export class FirewallPlane implements NetworkPlane {
 
   /** The tables this plane loads for these VMs. */
   render(vms: readonly VmRecord[]): string {
-    return renderTables(this.opts, vms, this.trusted(), this.tenants, this.classIds);
+    return renderTables(this.opts, vms, this.trusted(), this.tenants, this.classes.ids);
   }
 
   private trusted(): readonly string[] {
@@ -199,8 +196,8 @@ export class FirewallPlane implements NetworkPlane {
   private async writePort(vm: VmRecord): Promise<void> {
     this.touch(vm);
     const ports = this.guards([vm]);
-    const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
-    const want = mergeElements(ports, [], this.classIds);
+    const lines = this.classes.missing(ports);
+    const want = mergeElements(ports, [], this.classes.ids);
     const wantHost = this.hostElements([vm]);
     lines.push(
       ...elementDelta(this.ref, this.applied.get(vm.id) ?? new Map(), want),
@@ -225,29 +222,6 @@ export class FirewallPlane implements NetworkPlane {
     for (const vm of this.known.values()) if (this.written.get(vm.id) !== vm.revision) await this.writePort(vm);
   }
 
-  private missingClasses(ports: readonly PortGuard[]): string[] {
-    const out: string[] = [];
-    for (const [k, r] of rateClasses(ports, this.opts.defaults.rates)) {
-      if (this.classes.has(`${k}/${r}`)) continue;
-      out.push(...rateClassCommands(this.ref, k, r));
-      this.classes.add(`${k}/${r}`);
-    }
-    return out;
-  }
-
-  /** Policy classes the kernel table lacks: their chains and dispatch elements (ids assigned here). */
-  private missingPolicyClasses(ports: readonly PortGuard[]): string[] {
-    const out: string[] = [];
-    const ids = classIdsFor(ports, this.classIds);
-    for (const c of policyClasses(ports)) {
-      if (this.classIds.has(c.chain)) continue;
-      const id = ids.get(c.chain)!;
-      out.push(...policyClassCommands(this.ref, c, id));
-      this.classIds.set(c.chain, id);
-    }
-    return out;
-  }
-
   /**
    * Class ids and tenant numbers of a table we keep: read back once, so a
    * restarted metald names the same classes and marks the same tenants.
@@ -265,10 +239,7 @@ export class FirewallPlane implements NetworkPlane {
     } catch {
       return; // no table (or not ours yet): nothing to adopt, it is loaded whole
     }
-    for (const [id, target] of mapEntries(vmap)) {
-      const chain = (target as { goto?: { target?: string } })?.goto?.target;
-      if (typeof id === 'number' && chain) this.classIds.set(chain, id);
-    }
+    this.classes.adoptIds(vmap);
     const tenantOf = new Map(vms.flatMap((v) => v.nics.map((n) => [n.hostDevice, v.tenantId] as const)));
     for (const [port, mark] of mapEntries(zones)) {
       const tenant = typeof port === 'string' ? tenantOf.get(port) : undefined;
@@ -303,7 +274,7 @@ export class FirewallPlane implements NetworkPlane {
       guardOk = await this.namesMatch(this.family, this.opts.guardTable, text);
       hostOk = !this.opts.host || (await this.namesMatch('ip6', this.opts.hostTable, text));
     }
-    if (!guardOk) this.classIds = classIdsFor(this.guards(vms));
+    if (!guardOk) this.classes.resetIds(this.guards(vms));
     if (!guardOk || !hostOk) {
       const script = [
         ...(guardOk ? [] : [`table ${this.ref} {}`, `delete table ${this.ref}`, renderGuardTable(this.guardInput(vms))]),
@@ -320,9 +291,9 @@ export class FirewallPlane implements NetworkPlane {
     if (!hostOk) this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
     if (!guardOk) {
       const ports = this.guards(vms);
-      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classIds)]));
+      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classes.ids)]));
       this.written = new Map(vms.map((v) => [v.id, v.revision]));
-      this.classes = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
+      this.classes.resetRates(ports);
     }
     this.structureOk = true;
     return !guardOk;
@@ -340,13 +311,8 @@ export class FirewallPlane implements NetworkPlane {
     const want = declaredNames(family, table, text);
     // Rate classes the kernel lacks are added by the element pass, not by a replace.
     const ok = want.length > 0 && want.every((w) => have.has(w) || /^set (rlp|lim)_/.test(w));
-    if (ok && table === this.opts.guardTable) this.adoptClasses(setNames);
+    if (ok && table === this.opts.guardTable) this.classes.adoptRates(setNames);
     return ok;
-  }
-
-  /** The rate classes the kernel table has (from its class set names), so none is added twice. */
-  private adoptClasses(setNames: readonly (string | undefined)[]): void {
-    this.classes = new Set(setNames.map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined).map(([k, r]) => `${k}/${r}`));
   }
 
   private async listTable(family: string, table: string): Promise<NftObject[] | undefined> {
@@ -375,14 +341,13 @@ export class FirewallPlane implements NetworkPlane {
       if (!chain.startsWith('pc_')) return false;
       if (bodies.has(chain) && bodies.get(chain) !== n) return false;
     }
-    this.adoptClasses(have.map((o) => (o['set'] as { name?: string } | undefined)?.name));
+    this.classes.adoptRates(have.map((o) => (o['set'] as { name?: string } | undefined)?.name));
     return true;
   }
 
   /** The sets a full check compares, with their kind. */
   private elementSetNames(): { name: string; kind: 'set' | 'map' }[] {
-    const classSets = [...this.classes].map((c) => c.split('/')).map(([k, r]) => classSet(k as RateKind, Number(r)));
-    return [...STATIC_SETS.map((d) => ({ name: d.name, kind: d.kind ?? 'set' })), ...classSets.map((name) => ({ name, kind: 'set' as const }))];
+    return [...STATIC_SETS.map((d) => ({ name: d.name, kind: d.kind ?? 'set' })), ...this.classes.rateSetNames().map((name) => ({ name, kind: 'set' as const }))];
   }
 
   private async listSets(sets: readonly { name: string; kind: 'set' | 'map' }[]): Promise<Map<string, NftObject[]>> {
@@ -402,10 +367,10 @@ export class FirewallPlane implements NetworkPlane {
     // Policy classes no VM uses any more (its VMs deleted or their rules changed) go with this check:
     // VMs with rules of their own would otherwise leave a chain each behind.
     const inUse = new Set(policyClasses(ports).map((c) => c.chain));
-    const lines = [...this.missingClasses(ports), ...this.missingPolicyClasses(ports)];
+    const lines = this.classes.missing(ports);
     // Forgotten only now that missing classes have their ids: no id is reused in the transaction that frees it.
-    for (const c of [...this.classIds.keys()]) if (!inUse.has(c)) this.classIds.delete(c);
-    const want = mergeElements(ports, this.trusted(), this.classIds);
+    this.classes.forgetPolicy(inUse);
+    const want = mergeElements(ports, this.trusted(), this.classes.ids);
     const quoted = [...touched].map((p) => `"${p}"`);
     const untouched = (el: string) => !quoted.some((q) => el.includes(q));
     for (const [name, have] of listed) {
@@ -418,7 +383,7 @@ export class FirewallPlane implements NetworkPlane {
     const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
     const gc = unusedClasses(this.ref, vmap, await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable, inUse);
     const rates = await this.unusedRateClasses(ports);
-    const classDiff = elementDiff(vmap, [...[...this.classIds].map(([chain, id]) => classElement(chain, id)), ...gc.elements]);
+    const classDiff = elementDiff(vmap, this.classes.dispatch(gc.elements));
     if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
     if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
     if (this.opts.host) {
@@ -437,7 +402,7 @@ export class FirewallPlane implements NetworkPlane {
       }
     }
     if (lines.length > 0 || gc.lines.length > 0 || rates.lines.length > 0) await this.write([...lines, ...gc.lines, ...rates.lines]);
-    for (const c of rates.classes) this.classes.delete(c);
+    this.classes.forgetRates(rates.classes);
     if (lines.length > 0) {
       this.stats.driftRepairs++;
       this.opts.log.warn({ lines: lines.length }, 'nftables drift repaired: elements');
@@ -454,7 +419,7 @@ export class FirewallPlane implements NetworkPlane {
     this.written = new Map();
     for (const v of vms) {
       if (!wrote(v)) {
-        this.applied.set(v.id, mergeElements(this.guards([v]), [], this.classIds));
+        this.applied.set(v.id, mergeElements(this.guards([v]), [], this.classes.ids));
         this.written.set(v.id, v.revision);
         continue;
       }
@@ -465,22 +430,20 @@ export class FirewallPlane implements NetworkPlane {
   }
 
   /** Rate classes (besides the defaults) no port uses any more, and the commands that remove them. */
-  private async unusedRateClasses(ports: readonly PortGuard[]): Promise<{ classes: string[]; lines: string[] }> {
-    const inUse = new Set(rateClasses(ports, this.opts.defaults.rates).map(([k, r]) => `${k}/${r}`));
-    const classes = [...this.classes].filter((c) => !inUse.has(c));
+  private async unusedRateClasses(ports: readonly PortGuard[]): Promise<{ classes: [RateKind, number][]; lines: string[] }> {
+    const classes = this.classes.unusedRates(ports);
     const lines: string[] = [];
-    const chains = new Map<string, NftObject[]>();
-    for (const c of classes) {
-      const [kind, rate] = c.split('/') as [RateKind, string];
+    const chains = new Map<RateKind, NftObject[]>();
+    for (const [kind, rate] of classes) {
       if (!chains.has(kind)) chains.set(kind, await nftList(this.opts.netns, ['chain', this.family, this.opts.guardTable, `rate_${kind}`]));
-      lines.push(...rateClassRemoval(this.ref, chains.get(kind)!, kind, Number(rate)));
+      lines.push(...this.classes.rateRemoval(chains.get(kind)!, kind, rate));
     }
     return { classes, lines };
   }
 
   private guardInput(vms: readonly VmRecord[]) {
     return {
-      family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup, classIds: this.classIds,
+      family: this.family, table: this.opts.guardTable, ports: this.guards(vms), trustedPorts: this.trusted(), defaultRates: this.opts.defaults.rates, logGroup: this.opts.guardLogGroup, classIds: this.classes.ids,
     };
   }
 
