@@ -27,14 +27,10 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { ipBatch, netnsAdd } from '../src/kernel/netns.js';
 import { nftApply, nftDeleteTable } from '../src/kernel/nft.js';
-import { renderGuardTable } from '../src/firewall/guard-table.js';
-import { portGuards } from '../src/firewall/port-guard.js';
-import { vmRecord } from '../test/helpers/hostnet-fixtures.js';
 import { pinBridgeNetfilterOff } from '../test/helpers/hostnet-kernel.js';
-import { benchDefaults, NIC_RULES, syntheticVm, type Ctx } from './firewall.js';
+import { benchDefaults, PPS_VMS, ppsRecords, ppsTable, type Ctx } from './firewall.js';
 import { iperf, scratchCleanup, setupPair, startServer, warmUp, type PairVm } from './_pps-pair.js';
 
-const VMS = 10_000;
 const SECS = 3;
 const NEAR = 0.97;
 const MARK = '0x00001001';
@@ -114,15 +110,9 @@ export async function main(args: string[]): Promise<void> {
     const [A, B] = await setupPair(dp, tag, bridge);
     await ipBatch(dp, [`link set ${A.port} group 1`, `link set ${B.port} group 2`]);
     const c = { dp, tag, bridge, table: name, tmp: '', rules: false, defaults: benchDefaults(bridge) } satisfies Ctx;
-    const recs = (rules: boolean) => {
-      const rc = { ...c, rules };
-      const real = [A, B].map((v, k) => vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge, mac: v.mac, address: `${v.addr}/64` }]));
-      const withR = real.map((vm) => rules ? { ...vm, config: { network: vm.nics.map((n) => ({ id: n.id, security_policy: NIC_RULES })) } } : vm);
-      return [...withR, ...Array.from({ length: VMS - 2 }, (_, i) => syntheticVm(rc, i))];
-    };
-    const render = (rules: boolean) => renderGuardTable({ family: 'bridge', table: name, ports: portGuards(recs(rules), c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
+    const recs = (rules: boolean) => ppsRecords({ ...c, rules }, [A, B]);
     const ports: Port[] = recs(false).map((r) => ({ port: r.nics[0]!.hostDevice, mac: r.nics[0]!.mac, addr: r.nics[0]!.ipv6Address.split('/')[0]! }));
-    const vs = variants(name, ports, render(false), render(true));
+    const vs = variants(name, ports, ppsTable(c, recs(false)), ppsTable(c, recs(true)));
     const load = async (text: string | null) => {
       await nftDeleteTable(dp, 'bridge', name);
       if (text) await nftApply(dp, text);
@@ -132,7 +122,7 @@ export async function main(args: string[]): Promise<void> {
     await warmUp(dp, A, B);
     const names = [...vs.keys()];
     for (const n of names) pps.set(n, []);
-    console.log(`${VMS} VMs' elements per variant; ${rounds} rounds of ${SECS} s each, order reversed every round`);
+    console.log(`${PPS_VMS} VMs' elements per variant; ${rounds} rounds of ${SECS} s each, order reversed every round`);
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? names : [...names].reverse();
       const line: string[] = [];

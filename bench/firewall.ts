@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import type { VmRecord } from '../src/core/vm/record.js';
 import { run } from '../src/kernel/exec.js';
 import { ipBatch, netnsAdd, netnsDelete } from '../src/kernel/netns.js';
-import { iperf, scratchCleanup, setupPair, startServer, warmUp } from './_pps-pair.js';
+import { iperf, scratchCleanup, setupPair, startServer, warmUp, type PairVm } from './_pps-pair.js';
 import { nftApply, nftDeleteTable, nftList, type NftObject } from '../src/kernel/nft.js';
 import { FirewallPlane, type FirewallPlaneOptions } from '../src/firewall/firewall-plane.js';
 import { portElements } from '../src/firewall/guard-elements.js';
@@ -49,7 +49,7 @@ import { memoryLog, pinBridgeNetfilterOff } from '../test/helpers/hostnet-kernel
 
 const UPDATE_TARGET = 1.2;
 const PPS_TARGET = 0.9;
-const PPS_VMS = 10_000;
+export const PPS_VMS = 10_000;
 
 function pct(xs: readonly number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -97,6 +97,17 @@ export function syntheticVm(c: Ctx, i: number): VmRecord {
     hostDevice: `f${c.tag}${i.toString(36)}`, bridge: c.bridge, mac,
     address: `fd00:b1:${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}::10/64`,
   }]));
+}
+
+/** The pps runs' VMs: the two real ones (a, b), then synthetic ones up to PPS_VMS; all with NIC_RULES when `c.rules`. */
+export function ppsRecords(c: Ctx, pair: readonly PairVm[]): VmRecord[] {
+  const real = pair.map((v, k) => withRules(c, vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge: c.bridge, mac: v.mac, address: `${v.addr}/64` }])));
+  return [...real, ...Array.from({ length: PPS_VMS - real.length }, (_, i) => syntheticVm(c, i))];
+}
+
+/** metald's guard table `c.table` for these VMs. */
+export function ppsTable(c: Ctx, recs: readonly VmRecord[]): string {
+  return renderGuardTable({ family: 'bridge', table: c.table, ports: portGuards([...recs], c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
 }
 
 /** `nft -f` of the whole table in the data-plane netns: wall time and nft's peak RSS (GNU time). */
@@ -236,9 +247,7 @@ interface PpsResult { with: number[]; without: number[]; verified: boolean }
 async function ppsBench(c: Ctx, runs: number, secs: number, children: ChildProcess[]): Promise<PpsResult> {
   const [A, B] = await setupPair(c.dp, c.tag, c.bridge);
   const vms = [A, B];
-  const real = vms.map((v, k) => withRules(c, vmRecord(`vm-${k}`, [{ hostDevice: v.port, bridge: c.bridge, mac: v.mac, address: `${v.addr}/64` }])));
-  const recs = [...real, ...Array.from({ length: PPS_VMS - real.length }, (_, i) => syntheticVm(c, i))];
-  const text = renderGuardTable({ family: 'bridge', table: c.table, ports: portGuards(recs, c.defaults), trustedPorts: [], defaultRates: c.defaults.rates, logGroup: 2 });
+  const text = ppsTable(c, ppsRecords(c, vms));
   const load = async () => {
     await nftDeleteTable(c.dp, 'bridge', c.table);
     await nftApply(c.dp, text);

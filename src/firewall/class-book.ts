@@ -7,7 +7,7 @@ import { classElement } from '../core/policy/plan.js';
 import type { NftObject } from '../kernel/nft.js';
 import { classSet, parseClassSet } from './guard-names.js';
 import { classIdsFor, policyClassCommands, policyClasses, rateClassCommands, rateClasses } from './guard-table.js';
-import { mapEntries, rateClassRemoval } from './kernel-view.js';
+import { classTargets } from './kernel-view.js';
 import type { PortGuard, RateKind } from './port-guard.js';
 
 export class ClassBook {
@@ -42,10 +42,7 @@ export class ClassBook {
 
   /** Policy class ids of a table we keep (its `pol_chains` listing), so a restarted metald names the same classes. */
   adoptIds(vmap: readonly NftObject[]): void {
-    for (const [id, target] of mapEntries(vmap)) {
-      const chain = (target as { goto?: { target?: string } })?.goto?.target;
-      if (typeof id === 'number' && chain) this.policyIds.set(chain, id);
-    }
+    for (const [id, chain] of classTargets(vmap)) this.policyIds.set(chain, id);
   }
 
   /** The rate classes the kernel table has (from its class set names), so none is added twice. */
@@ -82,11 +79,6 @@ export class ClassBook {
   unusedRates(ports: readonly PortGuard[]): [RateKind, number][] {
     const inUse = new Set(rateClasses(ports, this.defaultRates).map(([k, r]) => `${k}/${r}`));
     return [...this.rates].filter((c) => !inUse.has(c)).map((c) => c.split('/')).map(([k, r]) => [k as RateKind, Number(r)]);
-  }
-
-  /** Commands removing rate class `kind`/`rate` (its rule found in `rateChain`). */
-  rateRemoval(rateChain: readonly NftObject[], kind: RateKind, rate: number): string[] {
-    return rateClassRemoval(this.ref, rateChain, kind, rate);
   }
 
   /** Forgets rate classes once their removal is written. */

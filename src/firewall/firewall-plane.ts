@@ -12,7 +12,7 @@ import { CLASS_VMAP } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { declaredNames, elementDiff, expectedCounts, mapEntries, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
+import { declaredNames, elementDiff, expectedCounts, mapEntries, rateClassRemoval, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -436,7 +436,7 @@ export class FirewallPlane implements NetworkPlane {
     const chains = new Map<RateKind, NftObject[]>();
     for (const [kind, rate] of classes) {
       if (!chains.has(kind)) chains.set(kind, await nftList(this.opts.netns, ['chain', this.family, this.opts.guardTable, `rate_${kind}`]));
-      lines.push(...this.classes.rateRemoval(chains.get(kind)!, kind, rate));
+      lines.push(...rateClassRemoval(this.ref, chains.get(kind)!, kind, rate));
     }
     return { classes, lines };
   }

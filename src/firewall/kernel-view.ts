@@ -116,6 +116,16 @@ export function mapEntries(objs: readonly NftObject[]): [unknown, unknown][] {
   return (body?.elem ?? []).filter((e): e is [unknown, unknown] => Array.isArray(e) && e.length === 2);
 }
 
+/** [id, chain] of each policy class dispatch element in a `nft -j list map … pol_chains` answer. */
+export function classTargets(vmap: readonly NftObject[]): [number, string][] {
+  const out: [number, string][] = [];
+  for (const [id, target] of mapEntries(vmap)) {
+    const chain = (target as { goto?: { target?: string } })?.goto?.target;
+    if (typeof id === 'number' && chain) out.push([id, chain]);
+  }
+  return out;
+}
+
 /**
  * Policy class chains (`pc_…`, compile.ts) of `table` that no VM uses, from the `pol_chains` vmap
  * and `nft -j list chains` listings: their dispatch elements (as listed, so an element diff can
@@ -124,11 +134,7 @@ export function mapEntries(objs: readonly NftObject[]): [unknown, unknown][] {
  */
 export function unusedClasses(ref: string, vmap: readonly NftObject[], chainList: readonly NftObject[], table: string, inUse: ReadonlySet<string>):
   { elements: string[]; lines: string[]; chains: number } {
-  const elements: string[] = [];
-  for (const [id, target] of mapEntries(vmap)) {
-    const chain = (target as { goto?: { target?: string } })?.goto?.target;
-    if (typeof id === 'number' && chain && !inUse.has(chain)) elements.push(classElement(chain, id));
-  }
+  const elements = classTargets(vmap).filter(([, chain]) => !inUse.has(chain)).map(([id, chain]) => classElement(chain, id));
   const chains = chainList.map((o) => o['chain'] as { table?: string; name?: string } | undefined)
     .filter((c) => c?.table === table && c.name?.startsWith('pc_') === true && !inUse.has(c.name)).map((c) => c!.name!);
   const lines = [
