@@ -1,9 +1,8 @@
 import type { VmRecord } from '../core/vm/record.js';
-import { nftApply, nftList, type NftObject } from '../kernel/nft.js';
+import { nftApply, type NftObject } from '../kernel/nft.js';
 import type { Logger } from '../observability/logger.js';
 import type { NetworkPlane } from '../network/plane.js';
 import { elementDelta, mergeElements, type ElementMap } from './guard-elements.js';
-import { parseClassSet } from './guard-names.js';
 import { COUNTER_SETS, policyClasses, renderGuardTable, STATIC_SETS, type GuardFamily } from './guard-table.js';
 import { TenantIndex } from './tenant-index.js';
 import { ClassBook } from './class-book.js';
@@ -12,7 +11,9 @@ import { CLASS_VMAP } from '../core/policy/plan.js';
 import { PORT_ZONE_MAP } from '../core/policy/compile.js';
 import { TENANT_OF_MARK } from '../core/policy/zones.js';
 import { renderHostTable, type HostTableInput } from './host-table.js';
-import { declaredNames, elementDiff, expectedCounts, mapEntries, rateClassRemoval, ruleCounts, sameCounts, unusedClasses } from './kernel-view.js';
+import { declaredNames, expectedCounts, guardTableMatches, mapEntries, rateClassRemoval, ruleCounts, sameCounts, syncLines, unusedClasses } from './kernel-view.js';
+import { GuardReader, type SetKind } from './guard-reader.js';
+import { PortLedger } from './port-ledger.js';
 import { portGuards, type GuardDefaults, type PortGuard, type RateKind } from './port-guard.js';
 
 // The port guards and the host firewall on top of another plane
@@ -56,12 +57,7 @@ export interface FirewallStats {
 
 export class FirewallPlane implements NetworkPlane {
   readonly stats: FirewallStats = { writes: 0, fullApplies: 0, elementUpdates: 0, driftRepairs: 0, checks: 0, classesRemoved: 0 };
-  /** Each VM's guard elements as last written. */
-  private applied = new Map<string, ElementMap>();
-  /** Record revision of each VM as last written: a pass between full checks recomputes only changed VMs. */
-  private written = new Map<string, number>();
-  /** Each VM's elements in the host table (its routed devices in vm_bridges), when this plane owns it. */
-  private appliedHost = new Map<string, ElementMap>();
+  private readonly ledger = new PortLedger();
   private readonly classes: ClassBook;
   /** Whether class ids and tenant numbers were read back from a table we kept. */
   private adopted = false;
@@ -78,10 +74,12 @@ export class FirewallPlane implements NetworkPlane {
   private readonly family: GuardFamily;
   /** "<family> <table>" as nft commands name the guard table. */
   private readonly ref: string;
+  private readonly read: GuardReader;
 
   constructor(private readonly inner: NetworkPlane, private readonly opts: FirewallPlaneOptions) {
     this.family = opts.family ?? 'bridge';
     this.ref = `${this.family} ${opts.guardTable}`;
+    this.read = new GuardReader(opts.netns, this.family, opts.guardTable);
     this.classes = new ClassBook(this.ref, opts.defaults.rates);
     this.tenants = opts.tenants ?? new TenantIndex();
   }
@@ -100,15 +98,11 @@ export class FirewallPlane implements NetworkPlane {
     await this.inner.removeVm(vm);
     await this.serial(async () => {
       this.known.delete(vm.id);
-      this.written.delete(vm.id);
       this.touch(vm);
-      const had = this.applied.get(vm.id);
-      const hadHost = this.appliedHost.get(vm.id);
-      if (!had && !hadHost) return;
-      this.applied.delete(vm.id);
-      this.appliedHost.delete(vm.id);
+      const had = this.ledger.forget(vm.id);
+      if (!had) return;
       try {
-        await this.write([...elementDelta(this.ref, had ?? new Map(), new Map()), ...elementDelta(this.hostRef(), hadHost ?? new Map(), new Map())]);
+        await this.write([...elementDelta(this.ref, had.guard, new Map()), ...elementDelta(this.hostRef(), had.host, new Map())]);
       } catch (err) {
         // Someone removed some of them already: the next reconcile's diff finishes the job.
         this.opts.log.warn({ vm_id: vm.id, err: String(err) }, 'removing port guards failed; repaired by the next reconcile');
@@ -119,7 +113,7 @@ export class FirewallPlane implements NetworkPlane {
   async applyIsolation(vm: VmRecord): Promise<void> {
     await this.serial(async () => {
       if (this.known.has(vm.id)) this.known.set(vm.id, vm);
-      if (this.applied.has(vm.id) || this.appliedHost.has(vm.id)) await this.writePort(vm);
+      if (this.ledger.has(vm.id)) await this.writePort(vm);
     });
     await this.inner.applyIsolation(vm);
   }
@@ -144,7 +138,7 @@ export class FirewallPlane implements NetworkPlane {
       // lock, so a CreateVm meanwhile is not kept waiting; what it wrote is left out of the diff.
       let have: Map<string, NftObject[]> | undefined;
       try {
-        have = await this.listSets(listSets);
+        have = await this.read.sets(listSets);
       } finally {
         await this.serial(async () => {
           const touched = this.touched;
@@ -192,24 +186,25 @@ export class FirewallPlane implements NetworkPlane {
     return portGuards([...vms], this.opts.defaults, (t) => this.tenants.get(t)).filter((p) => p.routed === routed);
   }
 
+  private portElements(vm: VmRecord): ElementMap {
+    return mergeElements(this.guards([vm]), [], this.classes.ids);
+  }
+
   /** One VM's elements: only what differs from what we wrote last (counters survive). */
   private async writePort(vm: VmRecord): Promise<void> {
     this.touch(vm);
-    const ports = this.guards([vm]);
-    const lines = this.classes.missing(ports);
-    const want = mergeElements(ports, [], this.classes.ids);
+    const lines = this.classes.missing(this.guards([vm]));
+    const want = this.portElements(vm);
     const wantHost = this.hostElements([vm]);
     lines.push(
-      ...elementDelta(this.ref, this.applied.get(vm.id) ?? new Map(), want),
-      ...elementDelta(this.hostRef(), this.appliedHost.get(vm.id) ?? new Map(), wantHost),
+      ...elementDelta(this.ref, this.ledger.guardOf(vm.id), want),
+      ...elementDelta(this.hostRef(), this.ledger.hostOf(vm.id), wantHost),
     );
     if (lines.length > 0) {
       await this.write(lines);
       this.stats.elementUpdates++;
     }
-    this.applied.set(vm.id, want);
-    this.appliedHost.set(vm.id, wantHost);
-    this.written.set(vm.id, vm.revision);
+    this.ledger.record(vm, want, wantHost);
   }
 
   private touch(vm: VmRecord): void {
@@ -219,7 +214,7 @@ export class FirewallPlane implements NetworkPlane {
   /** Between full element checks: rewrite VMs whose record changed (e.g. isolation) since we wrote them. */
   private async writeChangedPorts(): Promise<void> {
     // Computing 50k VMs' elements costs ~2 s: only VMs whose record changed since we wrote them.
-    for (const vm of this.known.values()) if (this.written.get(vm.id) !== vm.revision) await this.writePort(vm);
+    for (const vm of this.known.values()) if (this.ledger.stale(vm)) await this.writePort(vm);
   }
 
   /**
@@ -232,10 +227,7 @@ export class FirewallPlane implements NetworkPlane {
     let vmap: NftObject[];
     let zones: NftObject[];
     try {
-      [vmap, zones] = await Promise.all([
-        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]),
-        nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, PORT_ZONE_MAP]),
-      ]);
+      [vmap, zones] = await Promise.all([this.read.elements(CLASS_VMAP, 'map'), this.read.elements(PORT_ZONE_MAP, 'map')]);
     } catch {
       return; // no table (or not ours yet): nothing to adopt, it is loaded whole
     }
@@ -266,9 +258,9 @@ export class FirewallPlane implements NetworkPlane {
     let guardOk: boolean;
     let hostOk: boolean;
     if (full) {
-      const guard = await this.listTable(this.family, this.opts.guardTable);
+      const guard = await this.read.table();
       guardOk = guard !== undefined && this.guardMatches(guard, text);
-      const host = this.opts.host ? await this.listTable('ip6', this.opts.hostTable) : [];
+      const host = this.opts.host ? await this.read.table('ip6', this.opts.hostTable) : [];
       hostOk = host !== undefined && (!this.opts.host || sameCounts(ruleCounts(host), expectedCounts('ip6', this.opts.hostTable, text)));
     } else {
       guardOk = await this.namesMatch(this.family, this.opts.guardTable, text);
@@ -288,11 +280,10 @@ export class FirewallPlane implements NetworkPlane {
       }
       this.stats.fullApplies++;
     }
-    if (!hostOk) this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
+    if (!hostOk) this.ledger.resetHost(vms, (v) => this.hostElements([v]));
     if (!guardOk) {
       const ports = this.guards(vms);
-      this.applied = new Map(vms.map((v) => [v.id, mergeElements(this.guards([v]), [], this.classes.ids)]));
-      this.written = new Map(vms.map((v) => [v.id, v.revision]));
+      this.ledger.resetGuard(vms, (v) => this.portElements(v));
       this.classes.resetRates(ports);
     }
     this.structureOk = true;
@@ -301,59 +292,27 @@ export class FirewallPlane implements NetworkPlane {
 
   /** Every rendered chain and set of the table exists (no rules or elements listed: cheap at any size). */
   private async namesMatch(family: string, table: string, text: string): Promise<boolean> {
-    const mine = (o: NftObject, kind: string) => (o[kind] as { table?: string; name?: string } | undefined)?.table === table;
-    const [chains, sets] = await Promise.all([
-      nftList(this.opts.netns, ['chains', family]),
-      nftList(this.opts.netns, ['sets', family], { terse: true }),
-    ]);
-    const setNames = sets.filter((o) => mine(o, 'set')).map((o) => (o['set'] as { name: string }).name);
-    const have = new Set([...chains.filter((o) => mine(o, 'chain')).map((o) => `chain ${(o['chain'] as { name: string }).name}`), ...setNames.map((n) => `set ${n}`)]);
+    const names = await this.read.names(family, table);
+    const have = new Set([...names.chains.map((n) => `chain ${n}`), ...names.sets.map((n) => `set ${n}`)]);
     const want = declaredNames(family, table, text);
     // Rate classes the kernel lacks are added by the element pass, not by a replace.
     const ok = want.length > 0 && want.every((w) => have.has(w) || /^set (rlp|lim)_/.test(w));
-    if (ok && table === this.opts.guardTable) this.classes.adoptRates(setNames);
+    if (ok && table === this.opts.guardTable) this.classes.adoptRates(names.sets);
     return ok;
-  }
-
-  private async listTable(family: string, table: string): Promise<NftObject[] | undefined> {
-    try {
-      return await nftList(this.opts.netns, ['table', family, table], { terse: true });
-    } catch (err) {
-      if (err instanceof Error && /No such file or directory/.test(err.message)) return undefined;
-      throw err;
-    }
   }
 
   /** Fixed chains exactly as rendered; each rate chain has one rule per class set in the kernel. */
   private guardMatches(have: readonly NftObject[], text: string): boolean {
-    const counts = ruleCounts(have);
-    const want = expectedCounts(this.family, this.opts.guardTable, text);
-    const kernelClasses = have.map((o) => (o['set'] as { name?: string } | undefined)?.name).map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined);
-    for (const [chain, n] of want) {
-      if (chain.startsWith('rate_')) {
-        if (counts.get(chain) !== kernelClasses.filter(([k]) => `rate_${k}` === chain).length) return false;
-      } else if (counts.get(chain) !== n) return false;
-    }
     // Policy classes are added as ports need them: known ones must have their rules, others may not be there.
     const bodies = new Map(policyClasses(this.guards(this.known.values())).map((c) => [c.chain, c.body.length]));
-    for (const [chain, n] of counts) {
-      if (want.has(chain)) continue;
-      if (!chain.startsWith('pc_')) return false;
-      if (bodies.has(chain) && bodies.get(chain) !== n) return false;
-    }
+    if (!guardTableMatches(have, expectedCounts(this.family, this.opts.guardTable, text), bodies)) return false;
     this.classes.adoptRates(have.map((o) => (o['set'] as { name?: string } | undefined)?.name));
     return true;
   }
 
   /** The sets a full check compares, with their kind. */
-  private elementSetNames(): { name: string; kind: 'set' | 'map' }[] {
+  private elementSetNames(): { name: string; kind: SetKind }[] {
     return [...STATIC_SETS.map((d) => ({ name: d.name, kind: d.kind ?? 'set' })), ...this.classes.rateSetNames().map((name) => ({ name, kind: 'set' as const }))];
-  }
-
-  private async listSets(sets: readonly { name: string; kind: 'set' | 'map' }[]): Promise<Map<string, NftObject[]>> {
-    const out = new Map<string, NftObject[]>();
-    for (const { name, kind } of sets) out.set(name, await nftList(this.opts.netns, [kind, this.family, this.opts.guardTable, name]));
-    return out;
   }
 
   /**
@@ -373,26 +332,16 @@ export class FirewallPlane implements NetworkPlane {
     const want = mergeElements(ports, this.trusted(), this.classes.ids);
     const quoted = [...touched].map((p) => `"${p}"`);
     const untouched = (el: string) => !quoted.some((q) => el.includes(q));
-    for (const [name, have] of listed) {
-      const diff = elementDiff(have, want.get(name) ?? []);
-      const [add, remove] = [diff.add.filter(untouched), diff.remove.filter(untouched)];
-      if (remove.length) lines.push(`delete element ${this.ref} ${name} { ${remove.join(', ')} }`);
-      if (add.length) lines.push(`add element ${this.ref} ${name} { ${add.join(', ')} }`);
-    }
+    for (const [name, have] of listed) lines.push(...syncLines(this.ref, name, have, want.get(name) ?? [], untouched));
     // The class dispatch: one element per class this plane knows; unused classes are removed apart.
-    const vmap = await nftList(this.opts.netns, ['map', this.family, this.opts.guardTable, CLASS_VMAP]);
-    const gc = unusedClasses(this.ref, vmap, await nftList(this.opts.netns, ['chains', this.family]), this.opts.guardTable, inUse);
+    const vmap = await this.read.elements(CLASS_VMAP, 'map');
+    const gc = unusedClasses(this.ref, vmap, await this.read.chains(), this.opts.guardTable, inUse);
     const rates = await this.unusedRateClasses(ports);
-    const classDiff = elementDiff(vmap, this.classes.dispatch(gc.elements));
-    if (classDiff.remove.length) lines.push(`delete element ${this.ref} ${CLASS_VMAP} { ${classDiff.remove.join(', ')} }`);
-    if (classDiff.add.length) lines.push(`add element ${this.ref} ${CLASS_VMAP} { ${classDiff.add.join(', ')} }`);
+    lines.push(...syncLines(this.ref, CLASS_VMAP, vmap, this.classes.dispatch(gc.elements)));
     if (this.opts.host) {
-      const have = await nftList(this.opts.netns, ['set', 'ip6', this.opts.hostTable, 'vm_bridges']);
-      const wantHost = [...this.opts.host.vmBridges, ...this.routedDevices(vms)].map((d) => JSON.stringify(d));
-      const { add, remove } = elementDiff(have, wantHost);
-      if (remove.length) lines.push(`delete element ${this.hostRef()} vm_bridges { ${remove.join(', ')} }`);
-      if (add.length) lines.push(`add element ${this.hostRef()} vm_bridges { ${add.join(', ')} }`);
-      this.appliedHost = new Map(vms.map((v) => [v.id, this.hostElements([v])]));
+      const have = await this.read.elements('vm_bridges', 'set', 'ip6', this.opts.hostTable);
+      lines.push(...syncLines(this.hostRef(), 'vm_bridges', have, [...this.opts.host.vmBridges, ...this.routedDevices(vms)].map((d) => JSON.stringify(d))));
+      this.ledger.resetHost(vms, (v) => this.hostElements([v]));
     }
     if (lines.length > 0) {
       // Counter sets are pre-filled again (an add of an existing element keeps its counter).
@@ -411,22 +360,7 @@ export class FirewallPlane implements NetworkPlane {
       this.stats.classesRemoved += gc.chains + rates.classes.length;
       this.opts.log.info({ policy_classes: gc.chains, rate_classes: rates.classes.length }, 'unused classes removed');
     }
-    // A VM written meanwhile keeps what its own write recorded: had that write failed, the next pass
-    // must still see it unwritten and retry it (e.g. an isolation), not wait for the next full check.
-    const wrote = (v: VmRecord) => v.nics.some((n) => touched.has(n.hostDevice));
-    const [applied, written] = [this.applied, this.written];
-    this.applied = new Map();
-    this.written = new Map();
-    for (const v of vms) {
-      if (!wrote(v)) {
-        this.applied.set(v.id, mergeElements(this.guards([v]), [], this.classes.ids));
-        this.written.set(v.id, v.revision);
-        continue;
-      }
-      const [a, w] = [applied.get(v.id), written.get(v.id)];
-      if (a) this.applied.set(v.id, a);
-      if (w !== undefined) this.written.set(v.id, w);
-    }
+    this.ledger.resetGuard(vms, (v) => this.portElements(v), (v) => v.nics.some((n) => touched.has(n.hostDevice)));
   }
 
   /** Rate classes (besides the defaults) no port uses any more, and the commands that remove them. */
@@ -435,7 +369,7 @@ export class FirewallPlane implements NetworkPlane {
     const lines: string[] = [];
     const chains = new Map<RateKind, NftObject[]>();
     for (const [kind, rate] of classes) {
-      if (!chains.has(kind)) chains.set(kind, await nftList(this.opts.netns, ['chain', this.family, this.opts.guardTable, `rate_${kind}`]));
+      if (!chains.has(kind)) chains.set(kind, await this.read.chain(`rate_${kind}`));
       lines.push(...rateClassRemoval(this.ref, chains.get(kind)!, kind, rate));
     }
     return { classes, lines };

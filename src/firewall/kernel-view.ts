@@ -1,7 +1,7 @@
 import { isIpv6, formatIpv6, parseIpv6 } from '../core/net/ipv6.js';
 import type { NftObject } from '../kernel/nft.js';
 import { CLASS_VMAP, classElement } from '../core/policy/plan.js';
-import { classSet, limiterSet } from './guard-names.js';
+import { classSet, limiterSet, parseClassSet } from './guard-names.js';
 import type { RateKind } from './port-guard.js';
 
 // PURE: reading `nft -j` output back into the terms the renderer writes, so
@@ -155,4 +155,38 @@ export function rateClassRemoval(ref: string, rateChain: readonly NftObject[], k
     .filter((r) => r?.handle !== undefined && JSON.stringify(r.expr).includes(ref_))
     .map((r) => `delete rule ${ref} rate_${kind} handle ${r!.handle}`);
   return [...rules, `delete set ${ref} ${classSet(kind, rate)}`, `delete set ${ref} ${limiterSet(kind, rate)}`];
+}
+
+/**
+ * The commands that make set `name` of table `ref` hold exactly `want` (deletes first); elements
+ * `keep` refuses are left alone both ways (ports written since `have` was listed).
+ */
+export function syncLines(ref: string, name: string, have: readonly NftObject[], want: readonly string[], keep: (el: string) => boolean = () => true): string[] {
+  const diff = elementDiff(have, want);
+  const [add, remove] = [diff.add.filter(keep), diff.remove.filter(keep)];
+  return [
+    ...(remove.length ? [`delete element ${ref} ${name} { ${remove.join(', ')} }`] : []),
+    ...(add.length ? [`add element ${ref} ${name} { ${add.join(', ')} }`] : []),
+  ];
+}
+
+/**
+ * Whether a listed guard table (`nft -j -t`) has the rendered layout: every fixed chain with its
+ * rule count, each rate chain one rule per class set the kernel has, and no chain but policy
+ * classes (`pc_…`) besides; a class in `bodies` (chain → rule count) must have all its rules, others
+ * may be there or not (they are added as ports need them).
+ */
+export function guardTableMatches(have: readonly NftObject[], want: ReadonlyMap<string, number>, bodies: ReadonlyMap<string, number>): boolean {
+  const counts = ruleCounts(have);
+  const kernelClasses = have.map((o) => (o['set'] as { name?: string } | undefined)?.name).map((n) => (n ? parseClassSet(n) : undefined)).filter((c) => c !== undefined);
+  for (const [chain, n] of want) {
+    const expected = chain.startsWith('rate_') ? kernelClasses.filter(([k]) => `rate_${k}` === chain).length : n;
+    if (counts.get(chain) !== expected) return false;
+  }
+  for (const [chain, n] of counts) {
+    if (want.has(chain)) continue;
+    if (!chain.startsWith('pc_')) return false;
+    if (bodies.has(chain) && bodies.get(chain) !== n) return false;
+  }
+  return true;
 }
