@@ -62,6 +62,9 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
         blockFragmentHeader: true, blockDestinationOptions: true, ndRateLimit: 50, icmpv6RateLimit: 100, multicastRateLimit: 100, raRateLimit: 50 } },
       { id: 'g2', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::12', security: {} },
       { id: 'g3', token: TOKENS.b, tenant: 'tenant-b', ip: 'fd00:77::13', security: {} },
+      // vm4: every header block off (RH0 and RFC 7112 first fragments are dropped all the same).
+      { id: 'g4', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::14', security: {
+        blockHopByHop: false, blockRoutingHeader: false, blockFragmentHeader: false, blockDestinationOptions: false } },
     ];
     for (const s of specs) {
       const c = client(env, s.token);
@@ -78,6 +81,40 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     rmSync(radvd, { recursive: true, force: true });
     assert.deepEqual(await leftovers(env), [], 'namespaces or processes left behind');
   });
+
+  type Attack = [name: string, delivered: boolean, reason: string | null];
+  /** Sends each attack from `from` to `to` (flow label = its number), sniffs at `to`: delivered?, `from`'s counters. */
+  async function runAttacks(from: Vm, to: Vm, other: Vm, attacks: Attack[]): Promise<{ rows: string[][]; failures: string[] }> {
+    const END = 0xfffff;
+    let sniffed: string | undefined;
+    const ready = path.join(env.dir, `sniffer-ready-${from.id}`);
+    const sniffer = inNs(to.ns, ['/usr/bin/python3', PY, 'sniff', '120', ready]).then((r) => (sniffed = r.stdout));
+    await waitUntil('the sniffer to capture', async () => existsSync(ready), 30_000);
+    const rows: string[][] = [];
+    const counted = new Map<string, string>();
+    for (const [i, [name]] of attacks.entries()) {
+      const before = await dropCounters(env, guard, from.dev);
+      await inNs(from.ns, ['/usr/bin/python3', PY, 'send', name, String(i + 1), from.mac, from.ip, to.mac, to.ip, 'fd00:77::1', other.ip]);
+      await new Promise((r) => setTimeout(r, 100));
+      counted.set(name, delta(before, await dropCounters(env, guard, from.dev)));
+    }
+    // The end marker stops the sniffer (sent until it has: a slow machine must not cut the last attacks off).
+    for (let i = 0; i < 20 && sniffed === undefined; i++) {
+      await inNs(from.ns, ['/usr/bin/python3', PY, 'send', 'echo', String(END), from.mac, from.ip, to.mac, to.ip, 'fd00:77::1', other.ip]);
+      await Promise.race([sniffer, new Promise((r) => setTimeout(r, 500))]);
+    }
+    await sniffer;
+    const seen = new Set<number>(JSON.parse(sniffed!) as number[]);
+    const failures: string[] = [];
+    for (const [i, [name, wantDelivered, reason]] of attacks.entries()) {
+      const got = seen.has(i + 1);
+      const c = counted.get(name)!;
+      rows.push([name, got ? 'yes' : 'no', c]);
+      if (got !== wantDelivered) failures.push(`${name}: delivered=${got}, expected ${wantDelivered}`);
+      if (reason === null ? c !== '-' : !c.split(' ').some((x) => x.startsWith(`${reason}+`))) failures.push(`${name}: counters ${c}, expected ${reason ?? 'none'}`);
+    }
+    return { rows, failures };
+  }
 
   it('legitimate IPv6 works under the guards: ping, TCP with replies, gateway, packet-too-big', async () => {
     const [v1, v2] = vms as [Vm, Vm];
@@ -141,35 +178,22 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       ['ns-fragmented', false, 'nd_spoof'],
       ['packet-too-big', true, null],
     ];
-    const END = 0xfffff;
-    let sniffed: string | undefined;
-    const ready = path.join(env.dir, 'sniffer-ready');
-    const sniffer = inNs(v2.ns, ['/usr/bin/python3', PY, 'sniff', '120', ready]).then((r) => (sniffed = r.stdout));
-    await waitUntil('the sniffer in vm2 to capture', async () => existsSync(ready), 30_000);
-    const rows: string[][] = [];
-    const counted = new Map<string, string>();
-    for (const [i, [name]] of attacks.entries()) {
-      const before = await dropCounters(env, guard, v1.dev);
-      await inNs(v1.ns, ['/usr/bin/python3', PY, 'send', name, String(i + 1), v1.mac, v1.ip, v2.mac, v2.ip, 'fd00:77::1', v3.ip]);
-      await new Promise((r) => setTimeout(r, 100));
-      counted.set(name, delta(before, await dropCounters(env, guard, v1.dev)));
-    }
-    // The end marker stops the sniffer (sent until it has: a slow machine must not cut the last attacks off).
-    for (let i = 0; i < 20 && sniffed === undefined; i++) {
-      await inNs(v1.ns, ['/usr/bin/python3', PY, 'send', 'echo', String(END), v1.mac, v1.ip, v2.mac, v2.ip, 'fd00:77::1', v3.ip]);
-      await Promise.race([sniffer, new Promise((r) => setTimeout(r, 500))]);
-    }
-    await sniffer;
-    const seen = new Set<number>(JSON.parse(sniffed!) as number[]);
-    const failures: string[] = [];
-    for (const [i, [name, wantDelivered, reason]] of attacks.entries()) {
-      const got = seen.has(i + 1);
-      const c = counted.get(name)!;
-      rows.push([name, got ? 'yes' : 'no', c]);
-      if (got !== wantDelivered) failures.push(`${name}: delivered=${got}, expected ${wantDelivered}`);
-      if (reason === null ? c !== '-' : !c.split(' ').some((x) => x.startsWith(`${reason}+`))) failures.push(`${name}: counters ${c}, expected ${reason ?? 'none'}`);
-    }
+    const { rows, failures } = await runAttacks(v1, v2, v3, attacks);
     console.log(['attack                  delivered  counters (vm1)', ...rows.map(([a, d, c]) => `${a!.padEnd(24)}${d!.padEnd(11)}${c}`)].join('\n'));
+    assert.deepEqual(failures, []);
+  });
+
+  it('with its header blocks off a VM\'s extension headers pass, but RH0 and RFC 7112 first fragments are still dropped', async () => {
+    const [, v2, v3, v4] = vms as [Vm, Vm, Vm, Vm];
+    const { rows, failures } = await runAttacks(v4, v2, v3, [
+      ['echo', true, null],
+      ['hbh', true, null],
+      ['dstopts', true, null],
+      ['fragment', true, null],
+      ['rh0', false, 'ext_header'],
+      ['first-fragment-split', false, 'ext_header'],
+    ]);
+    console.log(['attack (blocks off)     delivered  counters (vm4)', ...rows.map(([a, d, c]) => `${a!.padEnd(24)}${d!.padEnd(11)}${c}`)].join('\n'));
     assert.deepEqual(failures, []);
   });
 

@@ -90,9 +90,14 @@ test('without a management prefix the host table never drops management traffic 
 test('guards come before any accept in the host forward chain (SPEC-NOTES 5)', () => {
   const t = renderHostTable({ table: 't', vmBridges: ['br0'], vmRanges: ['fd00::/48'], managementPrefixes: [], managementPorts: [22], allowedRaSources: [], ndRate: 1, icmpRate: 1, icmpErrorRate: 1, logGroup: 1 });
   const fwd = t.slice(t.indexOf('chain forward')).split('\n');
-  const firstAccept = fwd.findIndex((l) => / accept$/.test(l));
-  const lastGuard = Math.max(fwd.findIndex((l) => l.includes('rt type 0')), fwd.findIndex((l) => l.includes('!= @vm_ranges')));
-  assert.ok(lastGuard < firstAccept || fwd[firstAccept]!.includes('established'));
+  const at = (needle: string) => fwd.findIndex((l) => l.includes(needle));
+  const guards = [at('rt type 0'), at('!= @vm_ranges')];
+  assert.ok(guards.every((g) => g > 0), 'both guards are in the chain');
+  // Only replies of tracked connections may come first: conntrack matched their whole tuple, source included.
+  assert.ok(at('rt type 0') < at('established'), 'RH0 is dropped before anything is accepted');
+  const accepts = fwd.flatMap((l, i) => (/ accept$/.test(l) && !l.includes('established') ? [i] : []));
+  assert.ok(accepts.length >= 2);
+  for (const i of accepts) assert.ok(guards.every((g) => g < i), `"${fwd[i]!.trim()}" comes before a guard`);
 });
 
 test('adding a VM is element adds only, a constant number; isolating it touches only the fast paths and the isolated set', () => {
