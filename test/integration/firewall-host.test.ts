@@ -1,9 +1,13 @@
 // The host table with a management prefix, with real packets: a management
 // host reaches ssh (port 22 here) and the API port, any other source is
-// dropped (and counted); ND and ping keep working. The "host" is a namespace of
-// the test's own with a veth to a "management" namespace.
+// dropped (and counted); ND and ping keep working; loopback and replies pass;
+// denies are logged with the guide's prefix; an RA or redirect from a
+// neighbour changes no route (checked against the same attack without the
+// table). The "host" is a namespace of the test's own with a veth to a
+// "management" namespace.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { FirewallPlane } from '../../src/firewall/firewall-plane.js';
@@ -87,4 +91,79 @@ test('a flood at the host is dropped and counted packet for packet; its log is a
   } finally {
     reader.kill('SIGTERM');
   }
+});
+
+test('loopback and the replies of the host\'s own connections pass; a deny is logged with the guide\'s prefix', async () => {
+  // Loopback: the host's own services over ::1 (iif lo), whatever the management prefix says.
+  assert.equal(inNs(host, ['/usr/bin/python3', '-c',
+    'import socket\ns=socket.create_connection(("::1",22),timeout=2); print(s.recv(10).decode())']).trim(), 'ok');
+  // Established: a connection the host opens to a source it would otherwise deny gets its replies.
+  const server = spawn('ip', ['netns', 'exec', mgmt, '/usr/bin/python3', '-c',
+    'import socket\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(("fd00:99:2::10",5555));s.listen()\nc,_=s.accept();c.sendall(b"reply");c.close()']);
+  servers.push(server);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(inNs(host, ['/usr/bin/python3', '-c',
+    'import socket\ns=socket.create_connection(("fd00:99:2::10",5555),timeout=3); print(s.recv(10).decode())']).trim(), 'reply');
+  // The deny's log line carries the guide's prefix (step 1.1), read from the nflog group.
+  const pcap = `/tmp/mtdtest-fh-${tag}.pcap`;
+  const dump = spawn('ip', ['netns', 'exec', host, 'timeout', '6', 'tcpdump', '-i', 'nflog:1', '-U', '-c', '1', '-w', pcap], { stdio: 'ignore' });
+  const done = new Promise((r) => dump.on('close', r));
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < 3; i++) connect('fd00:99:2::10', 8080);
+    await done;
+    assert.ok(readFileSync(pcap).includes('metald-ipv6-deny: '), 'a deny logged with the prefix "metald-ipv6-deny: "');
+  } finally {
+    rmSync(pcap, { force: true });
+  }
+});
+
+test('no RA or redirect from a neighbour changes the host\'s routes with the table; both would without it', async () => {
+  const hostLl = inNs(host, ['ip', '-6', '-j', 'addr', 'show', 'dev', 'up0', 'scope', 'link']).match(/"local":"(fe80[^"]+)"/)![1]!;
+  const mgmtLl = inNs(mgmt, ['ip', '-6', '-j', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']).match(/"local":"(fe80[^"]+)"/)![1]!;
+  const hostMac = JSON.parse(inNs(host, ['ip', '-j', 'link', 'show', 'dev', 'up0']))[0].address as string;
+  inNs(host, ['sysctl', '-qw', 'net.ipv6.conf.up0.accept_ra=2', 'net.ipv6.conf.up0.accept_redirects=1']);
+  sh(['-n', host, '-6', 'route', 'replace', 'fd00:99:50::/64', 'via', mgmtLl, 'dev', 'up0']);
+  const scapy = (frame: string) => inNs(mgmt, ['/usr/bin/python3', '-c', `from scapy.all import *\nconf.verb=0\nsendp(${frame},iface="eth0")`]);
+  const ra = () => scapy(`Ether(dst="33:33:00:00:00:01")/IPv6(src="${mgmtLl}",dst="ff02::1",hlim=255)/ICMPv6ND_RA(routerlifetime=1800)`
+    + `/ICMPv6NDOptPrefixInfo(prefix="fd00:99:7::",prefixlen=64,L=1,A=1)`);
+  const redirect = () => scapy(`Ether(dst="${hostMac}")/IPv6(src="${mgmtLl}",dst="${hostLl}",hlim=255)/ICMPv6ND_Redirect(tgt="fe80::bad",dst="fd00:99:50::5")`);
+  const changed = () => ({
+    defaultRoute: inNs(host, ['ip', '-6', 'route', 'show', 'default']).includes(mgmtLl),
+    slaac: inNs(host, ['ip', '-6', 'addr', 'show', 'dev', 'up0']).includes('fd00:99:7:'),
+    redirected: inNs(host, ['ip', '-6', 'route', 'get', 'fd00:99:50::5']).includes('fe80::bad'),
+  });
+  const reset = () => {
+    sh(['-n', host, '-6', 'route', 'flush', 'default']);
+    sh(['-n', host, '-6', 'addr', 'flush', 'dev', 'up0', 'to', 'fd00:99:7::/64']);
+    sh(['-n', host, '-6', 'route', 'flush', 'cache']);
+    sh(['-n', host, '-6', 'route', 'replace', 'fd00:99:50::/64', 'via', mgmtLl, 'dev', 'up0']);
+  };
+  const settle = () => new Promise((r) => setTimeout(r, 700));
+  // Without the table (deleted as drift): the attacks work, so the test can tell.
+  execFileSync('ip', ['netns', 'exec', host, 'nft', 'delete', 'table', 'ip6', 'fh_security']);
+  ra();
+  redirect();
+  await settle();
+  assert.deepEqual(changed(), { defaultRoute: true, slaac: true, redirected: true }, 'without the table the RA and the redirect take effect');
+  reset();
+  // The plane puts the table back; the same RA and redirect change nothing and are counted.
+  const plane = new FirewallPlane(new UnmanagedNetworkPlane(), {
+    netns: host, guardTable: 'fh_guard', hostTable: 'fh_security', guardLogGroup: 2, log: memoryLog().log,
+    defaults: { raGuard: true, sourceGuard: true, extensionHeaderFiltering: true, rates: { nd: 1000, icmp: 1000, mcast: 500, ra: 10 }, bridges: new Map() },
+    host: { vmBridges: [], vmRanges: ['fd00:77::/48'], managementPrefixes: ['fd00:99:1::/64'], managementPorts: [22, 8080], allowedRaSources: [],
+      ndRate: 1000, icmpRate: 1000, icmpErrorRate: 100, logGroup: 1 },
+  });
+  await plane.reconcile([]);
+  const ruleCount = async (needle: string) => {
+    const rule = (await nftList(host, ['chain', 'ip6', 'fh_security', 'input'])).map((o) => o['rule'] as { expr?: Record<string, unknown>[] } | undefined)
+      .find((r) => JSON.stringify(r?.expr ?? []).includes(needle));
+    return (rule!.expr!.find((e) => 'counter' in e)!['counter'] as { packets: number }).packets;
+  };
+  ra();
+  redirect();
+  await settle();
+  assert.deepEqual(changed(), { defaultRoute: false, slaac: false, redirected: false }, 'with the table nothing changed');
+  assert.equal(await ruleCount('"@allowed_ra_sources"'), 1, 'the RA counted by the allowed-sources rule');
+  assert.equal(await ruleCount('"nd-redirect"'), 1, 'the redirect counted');
 });
