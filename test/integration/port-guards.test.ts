@@ -83,10 +83,13 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       // vm4: every header block off (RH0 and RFC 7112 first fragments are dropped all the same).
       { id: 'g4', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77::14', security: {
         blockHopByHop: false, blockRoutingHeader: false, blockFragmentHeader: false, blockDestinationOptions: false } },
+      // vm5: privacy extensions under strict validation: it owns its /64 (decision 0012).
+      { id: 'g5', token: TOKENS.a, tenant: 'tenant-a', ip: 'fd00:77:0:5::10', security: { strictSourceValidation: true }, privacy: true },
     ];
     for (const s of specs) {
       const c = client(env, s.token);
-      const res = await c.createVm({ vmId: s.id, config: { tenantId: s.tenant, network: [{ id: 'eth0', ipv6: { address: `${s.ip}/64`, security: s.security } }] } });
+      const res = await c.createVm({ vmId: s.id, config: { tenantId: s.tenant, network: [{ id: 'eth0', ipv6: {
+        address: `${s.ip}/64`, security: s.security, ...('privacy' in s ? { enablePrivacyExtensions: true } : {}) } }] } });
       assert.equal((await c.bootVm({ vmId: s.id })).state, VmState.RUNNING);
       const nic = res.vm!.networkStatus[0]!;
       vms.push({ id: s.id, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip });
@@ -101,11 +104,12 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
   });
 
   type Attack = [name: string, delivered: boolean, reason: string | null];
+  let sniffs = 0;
   /** Sends each attack from `from` to `to` (flow label = its number), sniffs at `to`: delivered?, `from`'s counters. */
   async function runAttacks(from: Vm, to: Vm, other: Vm, attacks: Attack[]): Promise<{ rows: string[][]; failures: string[] }> {
     const END = 0xfffff;
     let sniffed: string | undefined;
-    const ready = path.join(env.dir, `sniffer-ready-${from.id}`);
+    const ready = path.join(env.dir, `sniffer-ready-${++sniffs}`);
     const sniffer = inNs(to.ns, ['/usr/bin/python3', PY, 'sniff', '120', ready]).then((r) => (sniffed = r.stdout));
     await waitUntil('the sniffer to capture', async () => existsSync(ready), 30_000);
     const rows: string[][] = [];
@@ -169,6 +173,8 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     const [v1, v2, v3] = vms as [Vm, Vm, Vm];
     const attacks: [name: string, delivered: boolean, reason: string | null][] = [
       ['echo', true, null],
+      ['dad', true, null],
+      ['unspecified-echo', false, 'source_guard'],
       ['ra', false, 'ra_guard'],
       ['ra-hbh', false, 'ra_guard'],
       ['ra-dstopts', false, 'ra_guard'],
@@ -199,6 +205,20 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     const { rows, failures } = await runAttacks(v1, v2, v3, attacks);
     console.log(['attack                  delivered  counters (vm1)', ...rows.map(([a, d, c]) => `${a!.padEnd(24)}${d!.padEnd(11)}${c}`)].join('\n'));
     assert.deepEqual(failures, []);
+  });
+
+  it('a VM that owns its /64 sends from any address in it (privacy addresses), from none outside', async () => {
+    const [v1, v2, v3, , v5] = vms as [Vm, Vm, Vm, Vm, Vm];
+    const { rows, failures } = await runAttacks(v5, v2, v3, [
+      ['echo', true, null],
+      ['privacy', true, null],
+      ['spoof-next-64', false, 'source_guard'],
+    ]);
+    // The same frames from a /128 VM: its /64 is not its own.
+    const r128 = await runAttacks(v1, v2, v3, [['privacy', false, 'source_guard']]);
+    console.log(['attack (/64 owner)      delivered  counters', ...[...rows, ...r128.rows.map(([a, d, c]) => [`${a} (vm1, /128)`, d, c])]
+      .map(([a, d, c]) => `${a!.padEnd(24)}${d!.padEnd(11)}${c}`)].join('\n'));
+    assert.deepEqual([...failures, ...r128.failures], []);
   });
 
   it('with its header blocks off a VM\'s extension headers pass, but RH0 and RFC 7112 first fragments are still dropped', async () => {

@@ -7,11 +7,11 @@
 #   packets.py flood <attack> <pps> <seconds> <own-mac> <own-ip> <victim-mac> <victim-ip>
 #                                     -> sends paced frames, prints {"sent": n, "seconds": t}
 # Every packet of attack N carries IPv6 flow label N, so the sniffer can tell which arrived.
-import json, os, socket, sys, time
+import ipaddress, json, os, socket, sys, time
 from scapy.all import (Ether, Dot1Q, Dot1AD, IPv6, ICMPv6EchoRequest, ICMPv6ND_RA, ICMPv6ND_NS, ICMPv6ND_NA,
                        ICMPv6ND_Redirect, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptDstLLAddr,
                        ICMPv6PacketTooBig, IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting,
-                       IPv6ExtHdrFragment, UDP, TCP, Raw, fragment6, in6_getnsmac, sniff, sendp, conf)
+                       IPv6ExtHdrFragment, UDP, TCP, Raw, fragment6, in6_getnsma, in6_getnsmac, sniff, sendp, conf)
 from socket import inet_pton, AF_INET6
 from scapy.layers.dhcp6 import DHCP6_Reply, DHCP6OptServerId, DHCP6OptClientId
 
@@ -42,6 +42,12 @@ def frames(name, fl, mac, ip, vmac, vip, gw):
     if name == "ra-qinq": return [Ether(src=mac, dst=ALL) / Dot1AD(vlan=7) / six(src=ll, dst="ff02::1", hlim=255) / ra]
     if name == "udp-vlan":  # own MAC and address, tagged: the fast path must not take it
         return [e / Dot1Q(vlan=5) / six() / UDP(sport=40000, dport=9) / Raw(b"tagged")]
+    net = ipaddress.IPv6Network(ip + "/64", strict=False).network_address
+    if name == "dad":  # duplicate address detection: from ::, for its own address (to the victim's MAC so it is seen)
+        return [e / six(src="::", dst=socket.inet_ntop(AF_INET6, in6_getnsma(inet_pton(AF_INET6, ip))), hlim=255) / ICMPv6ND_NS(tgt=ip)]
+    if name == "unspecified-echo": return [e / six(src="::") / echo]
+    if name == "privacy": return [e / six(src=str(net + 0x1234_5678_9abc_def0)) / echo]  # any address of its /64
+    if name == "spoof-next-64": return [e / six(src=str(net + (1 << 64) + 0x10)) / echo]
     if name == "spoof-random": return [e / six(src="fd00:77::99") / echo]
     if name == "spoof-neighbour": return [e / six(src=vip) / echo]
     if name == "spoof-other-tenant": return [e / six(src=sys.argv[9]) / echo]
