@@ -2,6 +2,7 @@
 // against a real daemon with the sandbox backend. Needs root. Names: instance
 // `mtdt<hex>`, data plane `mtdtest-dp-<hex>`; all removed in `after`.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -71,6 +72,27 @@ describe('metald CLI against a running daemon', { timeout: 240_000 }, async () =
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /ipv6\.default_pool\.prefix \(line 6\): .*not an IPv6 prefix/);
     assert.match(r.stderr, /ipv6\.security\.enable_ra_gaurd \(line 8\): .*did you mean "enable_ra_guard"/);
+    // A malformed section-2 policy rule: its path, line and the column of the bad token in the file.
+    const badPolicy = path.join(env.dir, 'bad-policy.yaml');
+    writeFileSync(badPolicy, [
+      'instance_name: mtdtbad',
+      'backend: sandbox',
+      'ipv6:',
+      '  security_policies:',
+      '    - name: strict',
+      '      rules:',
+      '        - "DENY ipv6 between vlans except same-tenant"',
+      '        - "RATE-LIMIT nd 50 per-vm"',
+      '',
+    ].join('\n'));
+    const p = await cli(undefined, ['config', 'check', badPolicy], null);
+    assert.equal(p.code, 2, p.stderr);
+    assert.match(p.stderr, /ipv6\.security_policies\[0\]\.rules\[1\] \(line 8, col 26\): expected a rate like 50pps, got "50"/);
+    // The daemon refuses to start on it, with the same words, before it touches anything.
+    const serve = await cli(undefined, ['serve', '-c', badPolicy], null);
+    assert.notEqual(serve.code, 0);
+    assert.match(serve.stderr, /ipv6\.security_policies\[0\]\.rules\[1\] \(line 8, col 26\): expected a rate like 50pps/);
+    assert.doesNotMatch(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }), /mtdtbad/, 'no namespace of the refused instance');
     const missing = await cli(undefined, ['config', 'check', path.join(env.dir, 'nope.yaml')], null);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read config file .*nope\.yaml/);

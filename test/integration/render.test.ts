@@ -26,3 +26,14 @@ for (const file of ['config/quickstart.yaml', 'test/fixtures/config/guide-sectio
 test('the guide config keeps its table name: table ip6 metald_security', () => {
   assert.match(render('test/fixtures/config/guide-section1.yaml', '--nft'), /^table ip6 metald_security \{/m);
 });
+
+test('render applies nothing: no table, link or namespace appears where it runs', () => {
+  const before = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, 'bin/metald.js', 'render', 'config/quickstart.yaml'],
+    { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  assert.match(out, /^table bridge \S+_guard \{/m, 'it rendered the tables');
+  assert.equal(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'], { encoding: 'utf8' }).trim(), '', 'no nftables table');
+  const links = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[];
+  assert.deepEqual(links.map((l) => l.ifname), ['lo'], 'no link');
+  assert.equal(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }), before, 'no namespace');
+});
