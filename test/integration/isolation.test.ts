@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
 import { nftList } from '../../src/kernel/nft.js';
+import { STATIC_SETS } from '../../src/firewall/guard-table.js';
 import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, TOKENS, vmNetns, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
@@ -242,7 +243,13 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
   it('IsolateVm cuts a running flow within 100 ms of returning; UnisolateVm restores exactly the previous state', async () => {
     const [a1, a2] = [vm('a1'), vm('a2')];
     const admin = client(env, TOKENS.admin);
-    const guardBefore = await nftList(env.dp, ['set', 'bridge', `${env.inst}_guard`, 'rx_zone']);
+    // Every set and map metald writes (not the kernel-filled counters, limiters and flows), element by element.
+    const guardState = async () => Object.fromEntries(await Promise.all(STATIC_SETS.map(async (d) => {
+      const [o] = await nftList(env.dp, [d.kind ?? 'set', 'bridge', `${env.inst}_guard`, d.name]);
+      const body = (o?.['set'] ?? o?.['map']) as { elem?: unknown[] } | undefined;
+      return [d.name, (body?.elem ?? []).map((e) => JSON.stringify(e)).sort()] as const;
+    })));
+    const guardBefore = await guardState();
     // A 1000 packets/s UDP stream a1 -> a2; a2 timestamps every arrival (CLOCK_MONOTONIC, shared by all namespaces).
     const rx = spawn('ip', ['netns', 'exec', a2.ns, '/usr/bin/python3', '-u', '-c',
       'import socket,time\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.bind(("::",7100));print("ready",flush=True)\n'
@@ -263,12 +270,12 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
       assert.ok(lastMs <= 100, `packets still arrived ${lastMs.toFixed(1)} ms after isolation`);
       assert.ok((await counter(env, 'd_isolation', a1.dev)) > 100, 'the cut packets are counted as isolation drops of a1');
       assert.equal((await probe('a2', 'a1', 'tcp')).delivered, false, 'nothing reaches an isolated VM either');
+      assert.notDeepEqual(await guardState(), guardBefore, 'isolation shows in the sets');
       const count = arrivals.length;
       await admin.unisolateVm({ vmId: 'a1' });
       await new Promise((r) => setTimeout(r, 500));
       assert.ok(arrivals.length > count + 100, 'the flow resumes after UnisolateVm');
-      const guardAfter = await nftList(env.dp, ['set', 'bridge', `${env.inst}_guard`, 'rx_zone']);
-      assert.deepEqual(guardAfter, guardBefore, 'the delivery fast path is exactly as before');
+      assert.deepEqual(await guardState(), guardBefore, 'every set and map of the guard table is exactly as before');
       assert.equal((await probe('a1', 'b1', 'tcp')).delivered, false, 'and the tenant boundary still holds');
     } finally {
       tx.kill('SIGKILL');
