@@ -18,6 +18,7 @@ import { nftList } from '../../src/kernel/nft.js';
 import { UnmanagedNetworkPlane } from '../../src/network/plane.js';
 import { vmRecord } from '../helpers/hostnet-fixtures.js';
 import { memoryLog, pinBridgeNetfilterOff } from '../helpers/hostnet-kernel.js';
+import { portCounter } from '../helpers/guard-counters.js';
 
 const sh = promisify(execFile);
 const PY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guards', 'packets.py');
@@ -72,13 +73,6 @@ async function send(ns: string, fl: number, what: string): Promise<void> {
   await inNs(ns, ['/usr/bin/python3', '-c', `from scapy.all import *\nconf.verb=0\nsendp(${frames[what]!},iface="eth0")`]);
 }
 
-/** Per-port packets of a d_* counter set. */
-async function counter(set: string, port: string): Promise<number> {
-  const [o] = await nftList(dp, ['set', 'bridge', TABLE, set]);
-  const elems = ((o?.['set'] as { elem?: { elem: { val: string; counter?: { packets: number } } }[] })?.elem ?? []);
-  return elems.find((e) => e.elem?.val === port)?.elem.counter?.packets ?? 0;
-}
-
 /** Packets the fail-closed rule for unknown ports dropped. */
 async function unknownPortDrops(): Promise<number> {
   const rules = (await nftList(dp, ['chain', 'bridge', TABLE, 'vm_out_forwarded'])).map((o) => o['rule'] as { comment?: string; expr?: { counter?: { packets: number } }[] } | undefined);
@@ -92,8 +86,8 @@ test('an unknown port never reaches a VM, a trusted port does; RAs only from an 
     ['unk0', 'udp', false, [unknownPortDrops, 'unknown_port']],
     ['rtr0', 'udp', true, null],
     ['rtr0', 'ra-fe80::1', true, null],
-    ['rtr0', 'ra-fe80::2', false, [() => counter('d_ra_guard_in', 'vpa'), 'd_ra_guard_in[vpa]']],
-    ['vpb', 'ra-fe80::1', false, [() => counter('d_ra_guard', 'vpb'), 'd_ra_guard[vpb]']],
+    ['rtr0', 'ra-fe80::2', false, [() => portCounter(dp, TABLE, 'd_ra_guard_in', 'vpa'), 'd_ra_guard_in[vpa]']],
+    ['vpb', 'ra-fe80::1', false, [() => portCounter(dp, TABLE, 'd_ra_guard', 'vpb'), 'd_ra_guard[vpb]']],
     ['unk0', 'ra-fe80::1', false, [unknownPortDrops, 'unknown_port']],
   ];
   const ready = path.join(tmp, 'ready');

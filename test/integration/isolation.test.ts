@@ -17,6 +17,7 @@ import { STATIC_SETS } from '../../src/firewall/guard-table.js';
 import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, TOKENS, vmNetns, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
+import { portCounter } from '../helpers/guard-counters.js';
 
 const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'isolation', 'probe.py');
 const sh = promisify(execFile);
@@ -25,12 +26,7 @@ const PORT = 7000;
 
 interface Vm { id: string; ns: string; dev: string; ip: string; server?: ChildProcess; got: string[] }
 
-/** Per-port packets of one counter set of the guard table. */
-async function counter(env: Env, set: string, dev: string): Promise<number> {
-  const objs = await nftList(env.dp, ['set', 'bridge', `${env.inst}_guard`, set]);
-  const body = objs.find((o) => 'set' in o)?.['set'] as { elem?: { elem: { val: string; counter?: { packets: number } } }[] } | undefined;
-  return body?.elem?.find((e) => e.elem?.val === dev)?.elem.counter?.packets ?? 0;
-}
+const counter = (env: Env, set: string, dev: string) => portCounter(env.dp, `${env.inst}_guard`, set, dev);
 
 describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { timeout: 300_000 }, async () => {
   const env = await newEnv();

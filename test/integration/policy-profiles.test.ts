@@ -19,6 +19,7 @@ import { nftList } from '../../src/kernel/nft.js';
 import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, sleep, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
+import { capture, counterDelta, dropCounters } from '../helpers/guard-counters.js';
 
 const DIR = path.dirname(fileURLToPath(import.meta.url));
 const PACKETS = path.join(DIR, 'guards', 'packets.py');
@@ -33,35 +34,7 @@ const PORT = 7777;
 
 interface Vm { id: string; ns: string; dev: string; mac: string; ip: string; got: string[]; server?: ChildProcess }
 
-/** Per-port counters of every d_* set of the guard table: reason -> packets. */
-async function dropCounters(env: Env, dev: string): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for (const o of await nftList(env.dp, ['table', 'bridge', `${env.inst}_guard`])) {
-    const set = o['set'] as { name: string; elem?: { elem: { val: string; counter?: { packets: number } } }[] } | undefined;
-    if (!set?.name.startsWith('d_')) continue;
-    out.set(set.name.slice(2), set.elem?.find((e) => e.elem?.val === dev)?.elem.counter?.packets ?? 0);
-  }
-  return out;
-}
-function delta(before: Map<string, number>, after: Map<string, number>): string {
-  return [...after].filter(([k, v]) => v !== (before.get(k) ?? 0)).map(([k, v]) => `${k}+${v - (before.get(k) ?? 0)}`).join(' ') || '-';
-}
-
-/** Frames matching `filter` that arrive on eth0 in `ns` within `secs` seconds (tcpdump, one line each). */
-function capture(ns: string, filter: string, secs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'timeout', String(secs), 'tcpdump', '-i', 'eth0', '-nn', '-l', '--immediate-mode', filter], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let n = 0;
-    let rest = '';
-    p.stdout.on('data', (d: Buffer) => {
-      const lines = (rest + d.toString()).split('\n');
-      rest = lines.pop()!;
-      n += lines.filter((l) => l.trim()).length;
-    });
-    p.on('error', reject);
-    p.on('close', () => resolve(n));
-  });
-}
+const drops = (env: Env, dev: string) => dropCounters(env.dp, `${env.inst}_guard`, dev);
 
 describe('security profiles with real packets: a section-2 policy\'s headers and rates, microsegmentation', { timeout: 540_000 }, async () => {
   const env = await newEnv();
@@ -143,10 +116,10 @@ describe('security profiles with real packets: a section-2 policy\'s headers and
     await waitUntil('the sniffer to capture', async () => existsSync(ready), 30_000);
     const counted = new Map<string, string>();
     for (const [i, kind] of kinds.entries()) {
-      const before = await dropCounters(env, from.dev);
+      const before = await drops(env, from.dev);
       await py(from.ns, [HEADERS, 'send', kind, String(i + 1), from.mac, from.ip, r.mac, r.ip]);
       await sleep(150);
-      counted.set(kind, delta(before, await dropCounters(env, from.dev)));
+      counted.set(kind, counterDelta(before, await drops(env, from.dev)));
     }
     for (let i = 0; i < 20 && sniffed === undefined; i++) { // the end marker, until the sniffer stops
       await py(from.ns, [HEADERS, 'send', 'echo', String(0xfffff), from.mac, from.ip, r.mac, r.ip]);
@@ -177,14 +150,14 @@ describe('security profiles with real packets: a section-2 policy\'s headers and
     for (const [id, attack, limit] of cases) {
       const s = vm(id);
       await sleep(1500); // the token buckets refill between floods
-      const before = await dropCounters(env, s.dev);
+      const before = await drops(env, s.dev);
       const arrived = attack === 'icmp-flood' ? capture(r.ns, `icmp6 and ip6[40] == 128 and src host ${s.ip}`, 7) : undefined;
       await sleep(800);
       const res = JSON.parse((await py(s.ns, [PACKETS, 'flood', attack, String(limit * 4), '4', s.mac, s.ip, r.mac, r.ip])).stdout) as { sent: number; seconds: number };
-      const after = await dropCounters(env, s.dev);
+      const after = await drops(env, s.dev);
       const dropped = after.get('rate_limit')! - before.get('rate_limit')!;
       const rate = (res.sent - dropped) / res.seconds;
-      report.push(`${id} ${attack}: limit ${limit}/s, sent ${res.sent} in ${res.seconds.toFixed(2)} s, rate_limit +${dropped}, passed ${rate.toFixed(1)}/s (other counters: ${delta(new Map([...before].filter(([k]) => k !== 'rate_limit')), new Map([...after].filter(([k]) => k !== 'rate_limit')))})`);
+      report.push(`${id} ${attack}: limit ${limit}/s, sent ${res.sent} in ${res.seconds.toFixed(2)} s, rate_limit +${dropped}, passed ${rate.toFixed(1)}/s (other counters: ${counterDelta(new Map([...before].filter(([k]) => k !== 'rate_limit')), new Map([...after].filter(([k]) => k !== 'rate_limit')))})`);
       assert.ok(within(rate, limit, res.seconds), report.at(-1));
       if (arrived) {
         const got = await arrived;
@@ -204,25 +177,25 @@ describe('security profiles with real packets: a section-2 policy\'s headers and
       rows.push(`${from} -> ${to}: ${JSON.stringify(got)}`);
       assert.deepEqual(got, { udp: want, echo }, `${from} -> ${to}`);
     };
-    const before = { m1: await dropCounters(env, m1.dev), r: await dropCounters(env, r.dev), m2: await dropCounters(env, m2.dev) };
+    const before = { m1: await drops(env, m1.dev), r: await drops(env, r.dev), m2: await drops(env, m2.dev) };
     await check('r', 'm1', false);
     await check('p2', 'm1', false);
-    const m1In = delta(before.m1, await dropCounters(env, m1.dev));
-    const rOut = delta(before.r, await dropCounters(env, r.dev));
+    const m1In = counterDelta(before.m1, await drops(env, m1.dev));
+    const rOut = counterDelta(before.r, await drops(env, r.dev));
     rows.push(`m1 counters: ${m1In}; r (sender) counters: ${rOut}`);
     // Control: the same sender reaches a VM of its tenant without microsegmentation.
     await check('r', 'p2', true);
     // m1's own flows out get their replies (UDP), but not an echo reply: echo is not a recorded
     // flow, and m1 admits no VM (decision 0024: echo replies need the receiver to allow icmpv6).
-    const m1Before = await dropCounters(env, m1.dev);
+    const m1Before = await drops(env, m1.dev);
     await check('m1', 'r', true, false);
-    rows.push(`m1 counters for r's echo reply: ${delta(m1Before, await dropCounters(env, m1.dev))}`);
+    rows.push(`m1 counters for r's echo reply: ${counterDelta(m1Before, await drops(env, m1.dev))}`);
     // The gateway (not a VM) is unaffected.
     const gw = await ok(inNs(env.dp, ['ping', '-6', '-c', '1', '-W', '2', m1.ip]));
     // m2's ingress rules name r: r is admitted, p2 (same tenant, not named) is not.
     await check('r', 'm2', true);
     await check('p2', 'm2', false);
-    const m2In = delta(before.m2, await dropCounters(env, m2.dev));
+    const m2In = counterDelta(before.m2, await drops(env, m2.dev));
     rows.push(`gateway -> m1 echo: ${gw}; m2 counters: ${m2In}`);
     console.log(rows.join('\n'));
     assert.equal(gw, true, 'gateway echo to m1');

@@ -17,6 +17,7 @@ import { nftList } from '../../src/kernel/nft.js';
 import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, sleep, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
+import { portCounter } from '../helpers/guard-counters.js';
 
 const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'isolation', 'probe.py');
 const sh = promisify(execFile);
@@ -26,13 +27,6 @@ const PORT = 7777;
 const GW = 'fd00:a3::1';
 
 interface Vm { id: string; ns: string; dev: string; mac: string; ip: string; warnings: string[]; got: string[]; server?: ChildProcess }
-
-/** Packets of one per-port counter set of the guard table (read src/firewall/guard-table.ts dropChains). */
-async function counter(env: Env, set: string, dev: string): Promise<number> {
-  const objs = await nftList(env.dp, ['set', 'bridge', `${env.inst}_guard`, set]);
-  const body = objs.find((o) => 'set' in o)?.['set'] as { elem?: { elem: { val: string; counter?: { packets: number } } }[] } | undefined;
-  return body?.elem?.find((e) => e.elem?.val === dev)?.elem.counter?.packets ?? 0;
-}
 
 /** Records of a pcap of linktype NFLOG: each record's prefix (TLV 10) and payload (TLV 9, the IPv6 packet). */
 function nflogRecords(file: string): { prefix: string; payload: Buffer }[] {
@@ -69,6 +63,8 @@ function addrBytes(ip: string): Buffer {
   const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
   return Buffer.from(groups.flatMap((g) => { const n = parseInt(g, 16); return [n >> 8, n & 0xff]; }));
 }
+
+const counter = (env: Env, set: string, dev: string) => portCounter(env.dp, `${env.inst}_guard`, set, dev);
 
 describe('policy semantics with real packets: logging per NIC, essential ICMPv6, isolation levels', { timeout: 300_000 }, async () => {
   const env = await newEnv();

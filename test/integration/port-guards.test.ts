@@ -15,44 +15,13 @@ import { nftList } from '../../src/kernel/nft.js';
 import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
+import { capture, counterDelta, dropCounters } from '../helpers/guard-counters.js';
 
 const PY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guards', 'packets.py');
 const sh = promisify(execFile);
 const inNs = (ns: string, args: string[]) => sh('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 60_000 });
 
 interface Vm { id: string; ns: string; dev: string; mac: string; ip: string }
-
-/** Per-port counters of every d_* set: "reason" -> packets, for one port. */
-async function dropCounters(env: Env, table: string, dev: string): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for (const o of await nftList(env.dp, ['table', 'bridge', table])) {
-    const set = o['set'] as { name: string; elem?: { elem: { val: string; counter?: { packets: number } } }[] } | undefined;
-    if (!set?.name.startsWith('d_')) continue;
-    const el = set.elem?.find((e) => e.elem?.val === dev);
-    out.set(set.name.slice(2), el?.elem.counter?.packets ?? 0);
-  }
-  return out;
-}
-
-/** Frames matching `filter` that arrive on eth0 in `ns` within `secs` seconds. */
-function capture(ns: string, filter: string, secs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'timeout', String(secs), 'tcpdump', '-i', 'eth0', '-nn', '-l', '--immediate-mode', filter], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let n = 0;
-    let rest = '';
-    p.stdout.on('data', (d: Buffer) => {
-      const lines = (rest + d.toString()).split('\n');
-      rest = lines.pop()!;
-      n += lines.filter((l) => l.trim()).length;
-    });
-    p.on('error', reject);
-    p.on('close', () => resolve(n));
-  });
-}
-
-function delta(before: Map<string, number>, after: Map<string, number>): string {
-  return [...after].filter(([k, v]) => v !== (before.get(k) ?? 0)).map(([k, v]) => `${k}+${v - (before.get(k) ?? 0)}`).join(' ') || '-';
-}
 
 describe('port guards drop attacks from a VM port and count them (real packets)', { timeout: 240_000 }, async () => {
   const env = await newEnv();
@@ -115,10 +84,10 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     const rows: string[][] = [];
     const counted = new Map<string, string>();
     for (const [i, [name]] of attacks.entries()) {
-      const before = await dropCounters(env, guard, from.dev);
+      const before = await dropCounters(env.dp, guard, from.dev);
       await inNs(from.ns, ['/usr/bin/python3', PY, 'send', name, String(i + 1), from.mac, from.ip, to.mac, to.ip, 'fd00:77::1', other.ip]);
       await new Promise((r) => setTimeout(r, 100));
-      counted.set(name, delta(before, await dropCounters(env, guard, from.dev)));
+      counted.set(name, counterDelta(before, await dropCounters(env.dp, guard, from.dev)));
     }
     // The end marker stops the sniffer (sent until it has: a slow machine must not cut the last attacks off).
     for (let i = 0; i < 20 && sniffed === undefined; i++) {
@@ -155,7 +124,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
 
   it('MLD works under the hop-by-hop block while the bridge snoops: a join reaches the bridge', async () => {
     const [, v2] = vms as [Vm, Vm];
-    const before = await dropCounters(env, guard, v2.dev);
+    const before = await dropCounters(env.dp, guard, v2.dev);
     const join = inNs(v2.ns, ['/usr/bin/python3', '-c',
       'import socket,struct,time;s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);' +
       's.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_JOIN_GROUP,socket.inet_pton(socket.AF_INET6,"ff12::1234")+struct.pack("@I",socket.if_nametoindex("eth0")));time.sleep(3)']);
@@ -164,7 +133,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       mdb = (await sh('bridge', ['-n', env.dp, 'mdb', 'show'], { encoding: 'utf8' })).stdout;
       return mdb.includes(`port ${v2.dev} grp ff12::1234`);
     }, 2500).catch(async (e) => {
-      throw new Error(`${String(e)}; mdb: ${mdb}; drops: ${delta(before, await dropCounters(env, guard, v2.dev))}`);
+      throw new Error(`${String(e)}; mdb: ${mdb}; drops: ${counterDelta(before, await dropCounters(env.dp, guard, v2.dev))}`);
     });
     await join;
   });
@@ -293,7 +262,7 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
     const report: string[] = [];
     const within = (rate: number, limit: number, secs: number) => Math.abs(rate - limit) <= limit * 0.1 + 5 / secs;
     for (const [attack, limit, global] of cases) {
-      const [before, before3] = [await dropCounters(env, guard, v1.dev), await dropCounters(env, guard, v3.dev)];
+      const [before, before3] = [await dropCounters(env.dp, guard, v1.dev), await dropCounters(env.dp, guard, v3.dev)];
       const secs = 3;
       // What reaches vm2 from vm1 (unicast echo only: multicast and NS delivery depend on snooping and ND).
       const arrived = attack === 'icmp-flood' ? capture(v2.ns, `icmp6 and ip6[40] == 128 and src host ${v1.ip}`, secs + 2) : undefined;
@@ -301,9 +270,9 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       const noise = inNs(v3.ns, ['/usr/bin/python3', PY, 'flood', attack, '2000', String(secs), v3.mac, v3.ip, v2.mac, v2.ip]);
       const res = JSON.parse((await inNs(v1.ns, ['/usr/bin/python3', PY, 'flood', attack, String(limit * 4), String(secs), v1.mac, v1.ip, v2.mac, v2.ip])).stdout) as { sent: number; seconds: number };
       const flood = JSON.parse((await noise).stdout) as { sent: number; seconds: number };
-      const dropped = (await dropCounters(env, guard, v1.dev)).get('rate_limit')! - before.get('rate_limit')!;
+      const dropped = (await dropCounters(env.dp, guard, v1.dev)).get('rate_limit')! - before.get('rate_limit')!;
       const passedRate = (res.sent - dropped) / res.seconds;
-      const dropped3 = (await dropCounters(env, guard, v3.dev)).get('rate_limit')! - before3.get('rate_limit')!;
+      const dropped3 = (await dropCounters(env.dp, guard, v3.dev)).get('rate_limit')! - before3.get('rate_limit')!;
       const passed3 = (flood.sent - dropped3) / flood.seconds;
       report.push(`${attack}: vm1 limit ${limit}/s, sent ${res.sent} in ${res.seconds.toFixed(2)} s, passed ${passedRate.toFixed(1)}/s;`
         + ` vm3 (global default ${global}/s) sent ${flood.sent}, passed ${passed3.toFixed(1)}/s`);
@@ -316,17 +285,17 @@ describe('port guards drop attacks from a VM port and count them (real packets)'
       }
     }
     // RAs a VM receives (here from the host, as radvd sends them): vm1 takes at most its ra_rate_limit.
-    const before = await dropCounters(env, guard, v1.dev);
+    const before = await dropCounters(env.dp, guard, v1.dev);
     const [br] = (await sh('ip', ['-n', env.dp, '-j', 'link', 'show', 'dev', bridge], { encoding: 'utf8' })).stdout.match(/"address":"([0-9a-f:]{17})"/)!.slice(1);
     const ra = JSON.parse((await sh('ip', ['netns', 'exec', env.dp, 'env', `IFACE=${bridge}`, '/usr/bin/python3', PY, 'flood', 'ra-host', '200', '3', br!, 'fe80::1', v1.mac, v1.ip],
       { encoding: 'utf8' })).stdout) as { sent: number; seconds: number };
-    const raDropped = (await dropCounters(env, guard, v1.dev)).get('rate_limit_in')! - before.get('rate_limit_in')!;
+    const raDropped = (await dropCounters(env.dp, guard, v1.dev)).get('rate_limit_in')! - before.get('rate_limit_in')!;
     const raRate = (ra.sent - raDropped) / ra.seconds;
     report.push(`ra to vm1: limit 50/s, sent ${ra.sent} in ${ra.seconds.toFixed(2)} s, passed ${raRate.toFixed(1)}/s`);
     assert.ok(Math.abs(raRate - 50) <= 50 * 0.1 + 5 / ra.seconds, report.at(-1));
     console.log(report.join('\n'));
     // The flooder hit its own limiter, not vm1's.
-    assert.ok((await dropCounters(env, guard, v3.dev)).get('rate_limit')! > 0);
+    assert.ok((await dropCounters(env.dp, guard, v3.dev)).get('rate_limit')! > 0);
   });
 
   it('an isolated VM can send and receive nothing; unisolate restores it', async () => {
