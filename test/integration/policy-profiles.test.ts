@@ -185,11 +185,16 @@ describe('security profiles with real packets: a section-2 policy\'s headers and
     rows.push(`m1 counters: ${m1In}; r (sender) counters: ${rOut}`);
     // Control: the same sender reaches a VM of its tenant without microsegmentation.
     await check('r', 'p2', true);
-    // m1's own flows out get their replies (UDP), but not an echo reply: echo is not a recorded
-    // flow, and m1 admits no VM (decision 0024: echo replies need the receiver to allow icmpv6).
+    // m1's own connections get their replies (UDP, TCP, echo): with no egress rules it records its
+    // flows as an allow-all egress list would (decision 0027); r has no rules to record them.
     const m1Before = await drops(env, m1.dev);
-    await check('m1', 'r', true, false);
-    rows.push(`m1 counters for r's echo reply: ${counterDelta(m1Before, await drops(env, m1.dev))}`);
+    await check('m1', 'r', true, true);
+    for (const proto of ['udp', 'tcp']) {
+      const answer = (await py(m1.ns, [PROBE, 'ask', m1.ip, r.ip, proto, String(PORT)])).stdout.trim();
+      rows.push(`m1 -> r ${proto} reply: ${answer}`);
+      assert.equal(answer, 'ok', `m1 gets r's ${proto} reply`);
+    }
+    rows.push(`m1 counters while it talks to r: ${counterDelta(m1Before, await drops(env, m1.dev))}`);
     // The gateway (not a VM) is unaffected.
     const gw = await ok(inNs(env.dp, ['ping', '-6', '-c', '1', '-W', '2', m1.ip]));
     // m2's ingress rules name r: r is admitted, p2 (same tenant, not named) is not.
