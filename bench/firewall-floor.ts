@@ -16,6 +16,7 @@
 //                  decision 0017 names
 //   bypass_safe    bypass whose prerouting rule passes only IPv6 TCP/UDP to a unicast MAC (the
 //                  bridge's ND and ARP suppression act on unicast frames before forward)
+//   bypass_complete bypass_safe + the DHCPv6 server check in forward: the bypass design complete
 //   minimal        one lookup in (port . MAC . source . next header -> mark), one out
 //                  (mark & segment . port): the least a sender and receiver check costs
 //   complete       minimal + the checks a complete guard needs on its fast path (multicast
@@ -81,6 +82,12 @@ function variants(name: string, ports: Port[], metald: string, metaldRules: stri
       `set fastf { typeof iifname . ether saddr . ip6 saddr . ip6 nexthdr . meta oifgroup;${elems(groups)} }`,
       hook('prerouting', ['ether type ip6 ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 meta l4proto { tcp, udp } accept']),
       hook('forward', [`ether type ip6 ${SENDER} . meta oifgroup @fastf accept`, 'meta l4proto udp drop'])])],
+    // bypass_safe + the check a complete guard needs on that path (DHCPv6 server messages; ICMPv6
+    // and multicast MACs already take prerouting's full checks): what the bypass design would cost.
+    ['bypass_complete', table(name, [
+      `set fastf { typeof iifname . ether saddr . ip6 saddr . ip6 nexthdr . meta oifgroup;${elems(groups)} }`,
+      hook('prerouting', ['ether type ip6 ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 meta l4proto { tcp, udp } accept']),
+      hook('forward', [`ether type ip6 th sport != 547 ${SENDER} . meta oifgroup @fastf accept`, 'meta l4proto udp drop'])])],
     ['minimal', table(name, [senderMap('fast', ports), zoneSet('rx_zone', ports),
       hook('prerouting', [`ether type ip6 meta mark set ${SENDER} map @fast accept`, 'meta l4proto udp drop']),
       hook('forward', ['meta mark & 0x03ffffff . oifname @rx_zone accept', 'meta l4proto udp drop'])])],
