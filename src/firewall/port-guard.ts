@@ -144,7 +144,8 @@ function rules(list: readonly string[] | undefined): NicRule[] {
 const asProfile = (v: unknown): Profile | '' => ((PROFILES as readonly string[]).includes(String(v)) ? (v as Profile) : '');
 const asLevel = (v: unknown): IsolationLevel | '' => (['strict', 'moderate', 'none'].includes(String(v)) ? (v as IsolationLevel) : '');
 
-const RECORD_ALL = 'allow all from any to any';
+/** The egress list whose records a microsegmented VM without one keeps (parsed once). */
+const RECORD_ALL = [parseNicRule('allow all from any to any')];
 
 /** Zone, reception and policy of one NIC (decisions 0024, 0027). */
 function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefaults, tenantIndex: TenantIndex) {
@@ -176,7 +177,7 @@ function segmentation(vm: VmRecord, nic: NicRecord, json: NicJson, d: GuardDefau
   // with no egress list of its own it records its flows as an `allow all` list does (decision 0027).
   const egress = rules(pj.egress_rules);
   const policy: PortPolicy = {
-    egress: compileClass('egress', egress.length === 0 && reception.microsegmentation ? [parseNicRule(RECORD_ALL)] : egress),
+    egress: compileClass('egress', egress.length === 0 && reception.microsegmentation ? RECORD_ALL : egress),
     ingress: compileClass('ingress', ingress),
     explicit: compileExplicitClass(ingress),
     // High-profile VMs always have their denies sampled to the log.

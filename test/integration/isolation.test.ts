@@ -7,9 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
 import { nftList } from '../../src/kernel/nft.js';
@@ -18,8 +16,8 @@ import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, startDaemon, TOKENS, vmNetns, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
 import { portCounter } from '../helpers/guard-counters.js';
+import { PROBE, serveProbe } from '../helpers/probe-server.js';
 
-const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'isolation', 'probe.py');
 const sh = promisify(execFile);
 const inNs = (ns: string, args: string[]) => sh('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 60_000 });
 const PORT = 7000;
@@ -99,13 +97,7 @@ describe('tenant and VLAN isolation, policies and NIC rules (real packets)', { t
       const vm: Vm = { id: s.id, ns: vmNetns(env, s.id), dev: res.vm!.networkStatus[0]!.hostDevice, ip: s.ip, got: [] };
       vms.set(s.id, vm);
       for (const port of [PORT, 80]) {
-        const server = spawn('ip', ['netns', 'exec', vm.ns, '/usr/bin/python3', '-u', PROBE, 'serve', vm.ip, String(port)]);
-        let partial = '';
-        server.stdout.setEncoding('utf8').on('data', (d: string) => {
-          const lines = (partial + d).split('\n');
-          partial = lines.pop()!;
-          vm.got.push(...lines.filter(Boolean).map((l) => `${l} ${port}`));
-        });
+        const server = serveProbe(vm.ns, vm.ip, port, vm.got, ` ${port}`);
         (vm as { servers?: ChildProcess[] }).servers = [...((vm as { servers?: ChildProcess[] }).servers ?? []), server];
       }
     }

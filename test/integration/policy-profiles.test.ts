@@ -8,7 +8,7 @@
 //   m1  enable_network_microsegmentation, no ingress rules
 //   m2  enable_network_microsegmentation, ingress rules that name r only
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -20,11 +20,11 @@ import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, sleep, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
 import { capture, counterDelta, dropCounters } from '../helpers/guard-counters.js';
+import { PROBE, serveProbe, waitForDad } from '../helpers/probe-server.js';
 
 const DIR = path.dirname(fileURLToPath(import.meta.url));
 const PACKETS = path.join(DIR, 'guards', 'packets.py');
 const HEADERS = path.join(DIR, 'isolation', 'headers.py');
-const PROBE = path.join(DIR, 'isolation', 'probe.py');
 const sh = promisify(execFile);
 const inNs = (ns: string, args: string[]) => sh('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 60_000 });
 const py = (ns: string, args: string[]) => inNs(ns, ['/usr/bin/python3', ...args]);
@@ -74,14 +74,8 @@ describe('security profiles with real packets: a section-2 policy\'s headers and
       const nic = res.vm!.networkStatus[0]!;
       const v: Vm = { id: s.id, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip, got: [] };
       vms.set(s.id, v);
-      await waitUntil(`DAD of ${s.id}`, async () => !(await inNs(v.ns, ['ip', '-6', 'addr', 'show', 'dev', 'eth0', 'tentative'])).stdout.includes('inet6'), 20_000);
-      v.server = spawn('ip', ['netns', 'exec', v.ns, '/usr/bin/python3', '-u', PROBE, 'serve', v.ip, String(PORT)]);
-      let partial = ''; // keep whole lines only
-      v.server.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        const lines = (partial + d).split('\n');
-        partial = lines.pop()!;
-        v.got.push(...lines.filter(Boolean));
-      });
+      await waitForDad(v.ns, s.id);
+      v.server = serveProbe(v.ns, v.ip, PORT, v.got);
     }
     for (const v of vms.values()) await waitUntil(`the echo server of ${v.id}`, async () => v.got.includes('ready'), 20_000);
     // Every pair knows every MAC: a cut pair must not fail at neighbour discovery instead of at the guard.

@@ -10,7 +10,6 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { VmState } from '../../src/gen/vmprovisioner/v1/vm_pb.js';
 import { nftList } from '../../src/kernel/nft.js';
@@ -18,8 +17,8 @@ import {
   baseConfig, cleanupEnv, client, leftovers, newEnv, sleep, startDaemon, TOKENS, vmNetns, waitUntil, writeConfig, type Env,
 } from '../helpers/daemon-harness.js';
 import { portCounter } from '../helpers/guard-counters.js';
+import { PROBE, serveProbe, waitForDad } from '../helpers/probe-server.js';
 
-const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'isolation', 'probe.py');
 const sh = promisify(execFile);
 const inNs = (ns: string, args: string[]) => sh('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 60_000 });
 const ok = (p: Promise<unknown>) => p.then(() => true, () => false);
@@ -100,15 +99,9 @@ describe('policy semantics with real packets: logging per NIC, essential ICMPv6,
       const nic = res.vm!.networkStatus[0]!;
       const v: Vm = { id: s.id, ns: vmNetns(env, s.id), dev: nic.hostDevice, mac: nic.macAddress, ip: s.ip, warnings: res.warnings, got: [] };
       vms.set(s.id, v);
-      await waitUntil(`DAD of ${s.id}`, async () => !(await inNs(v.ns, ['ip', '-6', 'addr', 'show', 'dev', 'eth0', 'tentative'])).stdout.includes('inet6'), 20_000);
+      await waitForDad(v.ns, s.id);
       // A TCP and UDP echo on PORT that reports who reached it.
-      v.server = spawn('ip', ['netns', 'exec', v.ns, '/usr/bin/python3', '-u', PROBE, 'serve', v.ip, String(PORT)]);
-      let partial = ''; // python -u writes a print's pieces separately: keep whole lines only
-      v.server.stdout!.setEncoding('utf8').on('data', (d: string) => {
-        const lines = (partial + d).split('\n');
-        partial = lines.pop()!;
-        v.got.push(...lines.filter(Boolean));
-      });
+      v.server = serveProbe(v.ns, v.ip, PORT, v.got);
     }
     for (const v of vms.values()) await waitUntil(`the echo server of ${v.id}`, async () => v.got.includes('ready'), 20_000);
   });
